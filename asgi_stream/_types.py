@@ -1,0 +1,17 @@
+"""ASGI callable types, named once for the whole package (Starlette style)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, MutableMapping
+from typing import Any, Union
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+#: What a token generator may yield: text, UTF-8 bytes, a JSON value, or an Event.
+Token = Any
+#: The content an endpoint hands to TokenStream: any sync or async iterable of tokens.
+TokenSource = Union[AsyncIterable[Token], Iterable[Token]]

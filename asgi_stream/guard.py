@@ -1,0 +1,86 @@
+"""The per-stream guard: one task that watches for the client leaving and wakes at the
+stream's next deadline (keepalive, coalescing flush, send timeout, shutdown drain).
+
+It is the only timer a stream has: it sleeps until the earliest deadline and is
+re-armed only when a deadline moves earlier (a new coalescing batch, a shutdown),
+never per token.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Protocol
+
+import anyio
+
+from .cancel import CancelReason
+from .receive import ReceiveHub
+
+logger = logging.getLogger("asgi_stream")
+
+
+class Guarded(Protocol):
+    """What the guard needs from a stream."""
+
+    finished: bool
+
+    def next_deadline(self) -> float:
+        """The earliest ``time.monotonic()`` at which :meth:`on_deadline` has work."""
+
+    async def on_deadline(self, now: float) -> None:
+        """Do what is due at ``now`` (monotonic)."""
+
+    def cancel(self, reason: CancelReason) -> None:
+        """Cancel the stream."""
+
+
+class Guard:
+    """Runs the guard loop for one stream; :meth:`rearm` moves its wake-up earlier."""
+
+    __slots__ = ("_stream", "_hub", "_scope", "_offset", "_task_scope")
+
+    def __init__(self, stream: Guarded, hub: ReceiveHub) -> None:
+        self._stream = stream
+        self._hub = hub
+        self._scope: anyio.CancelScope | None = None
+        self._task_scope: anyio.CancelScope | None = None
+        self._offset = 0.0
+
+    def rearm(self, deadline: float) -> None:
+        """Make the guard wake no later than ``deadline`` (monotonic seconds)."""
+        scope = self._scope
+        if scope is not None and deadline + self._offset < scope.deadline:
+            scope.deadline = deadline + self._offset
+
+    def stop(self) -> None:
+        """End the guard task (the stream is over)."""
+        if self._task_scope is not None:
+            self._task_scope.cancel()
+
+    async def run(self) -> None:
+        """The guard task body."""
+        stream, hub = self._stream, self._hub
+        # anyio deadlines are on the loop's clock (trio offsets it); keep state monotonic.
+        self._offset = anyio.current_time() - time.monotonic()
+        with anyio.CancelScope() as self._task_scope:
+            try:
+                while not stream.finished:
+                    deadline = stream.next_deadline()
+                    with anyio.CancelScope(
+                        deadline=deadline + self._offset if deadline != math.inf else math.inf
+                    ) as scope:
+                        self._scope = scope
+                        await hub.wait_disconnect()
+                    self._scope = None
+                    if hub.disconnected:
+                        stream.cancel(CancelReason.DISCONNECT)
+                        return
+                    if scope.cancelled_caught:
+                        await stream.on_deadline(time.monotonic())
+            except anyio.get_cancelled_exc_class():
+                raise
+            except Exception:  # the guard must never take the request down
+                logger.exception("asgi_stream: stream guard failed; cancelling the stream")
+                stream.cancel(CancelReason.ERROR)

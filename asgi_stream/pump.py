@@ -1,0 +1,265 @@
+"""TokenPump: TokenStream's engine — pull a token, frame it, flush it, repeat.
+
+The hot path (an async generator, per-token flush) allocates nothing beyond the framed
+bytes and the ASGI message, and creates no task, timer or thread per token: the
+guard task (keepalive, deadlines, disconnect) runs beside it and is re-armed only
+when a coalescing batch opens.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+
+from .cancel import CancelReason
+from .context import _current
+from .errors import StreamError
+from .framing import Framer
+from .record import Outcome
+from .stream import Stream
+from .threads import SyncIteratorDriver
+
+logger = logging.getLogger("asgi_stream")
+
+_BODY = "http.response.body"
+#: Yield to the event loop at least every this many tokens, so a generator that never
+#: awaits cannot starve other connections (and their disconnects).
+_YIELD_EVERY = 64
+
+
+class TokenPump(Stream):
+    """Drives one token source to the client."""
+
+    def __init__(self, *, source: Any, framer: Framer, end: Any = None, **kwargs: Any) -> None:
+        super().__init__(keepalive_bytes=framer.keepalive, **kwargs)
+        self.framer = framer
+        self.end = end
+        self.source = source
+        self.driver: SyncIteratorDriver | None = None
+        self._agen: Any = None
+
+    async def run(self, *, head: bool = False) -> None:
+        """Stream the source; returns when the stream is over (completed, cancelled or
+        failed in band). Raises the generator's exception if it failed before the first
+        byte, so the application's error handling applies."""
+        reset = _current.set(self)
+        try:
+            if head:
+                await self.send_body(b"", more_body=False)
+                await self.finish_record(Outcome.COMPLETED)
+                return
+            await self._run()
+        finally:
+            await self._close_source()
+            _current.reset(reset)
+
+    async def _run(self) -> None:
+        anext = self._open_source()
+        error: BaseException | None = None
+        with anyio.CancelScope() as scope:
+            self.cancel_scope = scope
+            if self.token.cancelled:
+                self.cancel(self.token.reason or CancelReason.APPLICATION)
+            try:
+                await self._pump(anext)
+            except Exception as exc:
+                error = exc
+        if self._cancelled:
+            await self._end_cancelled()
+        elif error is not None:
+            await self._fail(error)
+
+    # ------------------------------------------------------------ source handling
+    def _open_source(self) -> Callable[[], Awaitable[Any]]:
+        source = self.source
+        if hasattr(source, "__anext__"):
+            self._agen = source
+            return source.__anext__
+        if hasattr(source, "__aiter__"):
+            self._agen = source.__aiter__()
+            return self._agen.__anext__
+        self.driver = SyncIteratorDriver(source, name=self.describe())
+        return self.driver.next
+
+    async def _close_source(self) -> None:
+        if self.driver is not None:
+            self.driver.close_soon()
+            return
+        agen = self._agen if self._agen is not None else self.source
+        aclose = getattr(agen, "aclose", None)
+        if aclose is None:
+            return
+        with anyio.CancelScope(shield=True) as scope:
+            scope.deadline = anyio.current_time() + self.config.close_timeout
+            try:
+                await aclose()
+            except Exception:
+                logger.exception("asgi_stream: closing the generator of %s raised", self.describe())
+        if scope.cancelled_caught:
+            logger.error(
+                "asgi_stream: the generator of %s did not finish closing within %.1f s",
+                self.describe(),
+                self.config.close_timeout,
+            )
+
+    # ------------------------------------------------------------ the pump
+    async def _pump(self, anext: Callable[[], Awaitable[Any]]) -> None:
+        frame = self.framer.frame
+        rec = self.record
+        # Until the first bytes exist: nothing is sent (headers are lazy), so an error
+        # raised here still reaches the application's exception handlers.
+        while True:
+            try:
+                token = await anext()
+            except StopAsyncIteration:
+                await self._finish_ok()
+                return
+            data = frame(token)
+            if data:
+                break
+        events, nbytes = 1, len(data)
+        batch = self.batch
+        try:
+            if batch is None:
+                await self.send_body(data, first_token=True)
+                await self._per_token(anext, frame)
+            else:
+                batch.add(data, time.monotonic())
+                self.guard.rearm(batch.started + batch.max_delay)
+                await self._coalesce(anext, frame)
+        finally:
+            rec.events += events
+            rec.bytes += nbytes
+        await self._finish_ok()
+
+    async def _per_token(self, anext: Callable[[], Awaitable[Any]], frame: Callable[[Any], bytes]) -> None:
+        send = self.send
+        clock = time.monotonic
+        checkpoint = anyio.lowlevel.checkpoint
+        rec = self.record
+        events = nbytes = 0
+        try:
+            while True:
+                try:
+                    token = await anext()
+                except StopAsyncIteration:
+                    return
+                data = frame(token)
+                if not data:
+                    continue
+                if self.busy:
+                    await self.wait_idle()
+                self.busy = True
+                self.last_send = clock()
+                try:
+                    await send({"type": _BODY, "body": data, "more_body": True})
+                except OSError:  # ASGI 2.4: the client is gone
+                    self.hub.mark_disconnected()
+                    self.cancel(CancelReason.DISCONNECT)
+                    await checkpoint()
+                self.busy = False
+                events += 1
+                nbytes += len(data)
+                if not events % _YIELD_EVERY or self.yield_each:
+                    await checkpoint()
+        finally:
+            rec.events += events
+            rec.bytes += nbytes
+
+    async def _coalesce(self, anext: Callable[[], Awaitable[Any]], frame: Callable[[Any], bytes]) -> None:
+        batch = self.batch
+        assert batch is not None
+        clock = time.monotonic
+        checkpoint = anyio.lowlevel.checkpoint
+        rec = self.record
+        events = nbytes = 0
+        try:
+            while True:
+                try:
+                    token = await anext()
+                except StopAsyncIteration:
+                    return
+                data = frame(token)
+                if not data:
+                    continue
+                events += 1
+                nbytes += len(data)
+                opened = not batch.parts
+                if batch.add(data, clock()):
+                    await self.flush_batch()
+                elif opened:
+                    self.guard.rearm(batch.started + batch.max_delay)
+                if not events % _YIELD_EVERY or self.yield_each:
+                    await checkpoint()
+        finally:
+            rec.events += events
+            rec.bytes += nbytes
+
+    async def send_body(self, data: bytes, *, more_body: bool = True, first_token: bool = False) -> None:
+        """Send body bytes; records the first token's time."""
+        if (first_token or self.batch is not None) and data and self.record.first_token_at is None:
+            self.record.first_token_at = time.monotonic()
+        await super().send_body(data, more_body=more_body)
+
+    async def _send_keepalive(self) -> None:
+        assert self.keepalive_bytes is not None
+        await Stream.send_body(self, self.keepalive_bytes)
+        self.record.keepalives += 1
+
+    # ------------------------------------------------------------ endings
+    async def _finish_ok(self) -> None:
+        tail = self.framer.finish()
+        if self.end is not None:
+            tail += self.framer.frame(self.end)
+        batch = self.batch
+        if batch:
+            tail = batch.take() + tail
+        await self.send_body(tail, more_body=False)
+        await self.finish_record(Outcome.COMPLETED)
+
+    async def _fail(self, exc: BaseException) -> None:
+        if not self.started:
+            await self.finish_record(Outcome.ERROR, exc)
+            self.token.cancel(CancelReason.ERROR)
+            raise exc
+        framed = self.framer.error(self.config.error_payload(exc, self.record))
+        self.token.cancel(CancelReason.ERROR)
+        if framed is None:
+            # Plain text has no in-band error channel: abort the response so the client
+            # sees a truncated body (HTTP/1.1: no final chunk; HTTP/2: RST_STREAM).
+            await self.finish_record(Outcome.ERROR, exc)
+            raise exc
+        level = logging.WARNING if isinstance(exc, StreamError) else logging.ERROR
+        logger.log(level, "asgi_stream: %s failed mid-stream; sent an error event", self.describe(), exc_info=exc)
+        with anyio.move_on_after(self.config.send_timeout or math.inf):
+            batch = self.batch
+            pending = batch.take() if batch else b""
+            await self.send_body(pending + framed, more_body=False)
+        await self.finish_record(Outcome.ERROR, exc)
+
+    async def _end_cancelled(self) -> None:
+        if self.token.reason is CancelReason.SHUTDOWN and self.started and not self.hub.disconnected:
+            # The client is still there: end the body cleanly so it can reconnect.
+            with anyio.move_on_after(1.0):
+                await self.send_body(b"", more_body=False)
+        await self.finish_record(self.outcome_for_cancel())
+
+
+def is_token_source(content: object) -> bool:
+    """Whether ``content`` is something TokenStream can iterate (sync or async)."""
+    return (
+        hasattr(content, "__aiter__")
+        or hasattr(content, "__anext__")
+        or (hasattr(content, "__iter__") and not isinstance(content, (str, bytes, bytearray, dict)))
+        or inspect.isgenerator(content)
+    )
+
+
+AsyncTokenIterator = AsyncIterator[Any]

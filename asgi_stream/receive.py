@@ -1,0 +1,114 @@
+"""ReceiveHub: owns the server's ``receive()`` for one request.
+
+ASGI servers that speak spec 2.3 or older (uvicorn, hypercorn) report a client that
+went away only through ``receive()``; ``send()`` then returns silently. So exactly
+one task may read at a time, and whatever it reads is fanned out: the app still
+gets its body messages and ``http.disconnect`` (``request.is_disconnected()`` keeps
+working), while the stream's guard learns of the disconnect the moment it arrives.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+
+import anyio
+
+from ._types import Message, Receive
+
+DISCONNECT: Message = {"type": "http.disconnect"}
+#: Request-body bytes kept for the app when the guard reads them first.
+MAX_PENDING_BODY = 1 << 20
+
+
+class ReceiveHub:
+    """One reader at a time over ``receive()``, with disconnect fan-out."""
+
+    __slots__ = (
+        "_receive",
+        "disconnected",
+        "body_complete",
+        "_reading",
+        "_read_done",
+        "_pending",
+        "_pending_bytes",
+        "_listeners",
+    )
+
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self.disconnected = False
+        self.body_complete = False
+        self._reading = False
+        self._read_done: anyio.Event | None = None
+        self._pending: deque[Message] = deque()
+        self._pending_bytes = 0
+        self._listeners: list[Callable[[], None]] = []
+
+    def on_disconnect(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` (synchronously, once) when the client disconnects."""
+        if self.disconnected:
+            callback()
+        else:
+            self._listeners.append(callback)
+
+    def mark_disconnected(self) -> None:
+        """Record a disconnect seen another way (a failing ``send()``) and fan it out."""
+        if self.disconnected:
+            return
+        self.disconnected = True
+        listeners, self._listeners = self._listeners, []
+        for callback in listeners:
+            callback()
+
+    async def _read(self) -> Message:
+        self._reading = True
+        try:
+            message = await self._receive()
+        finally:
+            self._reading = False
+            done, self._read_done = self._read_done, None
+            if done is not None:
+                done.set()
+        kind = message.get("type")
+        if kind == "http.disconnect":
+            self.mark_disconnected()
+        elif kind == "http.request" and not message.get("more_body", False):
+            self.body_complete = True
+        return message
+
+    async def _wait_for_reader(self) -> None:
+        if self._read_done is None:
+            self._read_done = anyio.Event()
+        await self._read_done.wait()
+
+    async def receive(self) -> Message:
+        """The ``receive`` handed to the application."""
+        while True:
+            if self._pending:
+                message = self._pending.popleft()
+                self._pending_bytes -= len(message.get("body", b""))
+                return message
+            if self.disconnected:
+                return dict(DISCONNECT)
+            if not self._reading:
+                return await self._read()
+            await self._wait_for_reader()
+
+    async def wait_disconnect(self) -> None:
+        """Read until the client disconnects (used by the stream's guard).
+
+        Body messages read here are kept for the application (up to 1 MiB; a request
+        body nobody reads once the response streams is dropped beyond that, as
+        Starlette's StreamingResponse does). Cancel-safe between reads.
+        """
+        while not self.disconnected:
+            if self._reading:
+                await self._wait_for_reader()
+                continue
+            message = await self._read()
+            if message.get("type") == "http.request":
+                body = message.get("body", b"")
+                if self._pending_bytes + len(body) <= MAX_PENDING_BODY:
+                    self._pending.append(message)
+                    self._pending_bytes += len(body)

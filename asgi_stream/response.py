@@ -1,0 +1,181 @@
+"""TokenStream: the Response an endpoint returns to hand a token generator over."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import anyio
+from starlette.background import BackgroundTask
+from starlette.responses import Response
+
+from ._types import Receive, Scope, Send, TokenSource
+from .cancel import CancelToken
+from .config import UNSET, Hook, StreamConfig
+from .framing import make_framer
+from .headers import stream_headers
+from .negotiate import FORMATS, Format, media_type_for, negotiate
+from .pump import TokenPump, is_token_source
+from .receive import ReceiveHub
+from .record import StreamRecord
+from .scope import CTX_KEY, collapse_excgroups, endpoint_name
+
+_DEFAULT_CONFIG = StreamConfig()
+
+
+class TokenStream(Response):
+    """Stream tokens from a sync or async generator (or any iterable) to the client.
+
+    Return it from a Starlette or FastAPI endpoint::
+
+        return TokenStream(generate(prompt))
+
+    The wire format is negotiated from ``Accept`` (SSE, NDJSON or plain text) unless
+    ``format`` forces one. Options left unset inherit the StreamMiddleware's values;
+    without the middleware the defaults of :class:`StreamConfig` apply.
+
+    Args:
+        content: the token source; tokens may be ``str``, UTF-8 ``bytes``, JSON values
+            or :class:`~asgi_stream.Event`.
+        format: ``"sse"``, ``"ndjson"`` or ``"text"`` to skip negotiation.
+        cancel: a CancelToken the generator already holds; one is created otherwise
+            (see ``cancel_token``). Setting it from anywhere ends the stream.
+        end: a token sent after the last one when the stream completes (e.g.
+            ``"[DONE]"`` for OpenAI-style clients).
+        on_start / on_end / on_cancel: per-stream hooks, called in addition to the
+            middleware's; each receives the :class:`~asgi_stream.StreamRecord`.
+        name: a label for logs and metrics (default: the endpoint's name).
+    """
+
+    def __init__(
+        self,
+        content: TokenSource,
+        *,
+        format: Format | None = None,
+        status_code: int = 200,
+        headers: Mapping[str, str] | None = None,
+        cancel: CancelToken | None = None,
+        end: Any = None,
+        keepalive: float | None = UNSET,
+        flush: Any = UNSET,
+        send_timeout: float | None = UNSET,
+        max_buffer: int = UNSET,
+        anti_buffering: bool = UNSET,
+        on_start: Hook | None = None,
+        on_end: Hook | None = None,
+        on_cancel: Hook | None = None,
+        background: BackgroundTask | None = None,
+        name: str | None = None,
+    ) -> None:
+        if not is_token_source(content):
+            raise TypeError(
+                f"TokenStream needs a sync or async iterable of tokens, got {type(content).__name__}"
+            )
+        if format is not None and format not in FORMATS:
+            raise ValueError(f"format must be one of {FORMATS} or None, got {format!r}")
+        self.content = content
+        self.format = format
+        self.status_code = status_code
+        self.background = background
+        self.end = end
+        self.name = name
+        self.cancel_token = cancel if cancel is not None else CancelToken()
+        self.media_type = None
+        self._overrides = {
+            "keepalive": keepalive,
+            "flush": flush,
+            "send_timeout": send_timeout,
+            "max_buffer": max_buffer,
+            "anti_buffering": anti_buffering,
+        }
+        self._hooks = (on_start, on_end, on_cancel)
+        self.init_headers(headers)
+        #: The record of the stream once it runs (None before).
+        self.record: StreamRecord | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        ctx = scope.get(CTX_KEY)
+        if ctx is not None and not ctx.claim_for_token_stream():
+            ctx = None
+        config = (ctx.config if ctx is not None else _DEFAULT_CONFIG).merged(**self._overrides)
+        if self.format is not None:
+            fmt, media, negotiated = self.format, media_type_for(self.format), False
+        else:
+            accept = _header(scope, b"accept")
+            fmt, media = negotiate(accept, config.default_format)
+            negotiated = True
+        framer = make_framer(fmt, media)
+        record = StreamRecord(
+            method=scope.get("method", "GET"),
+            path=scope.get("root_path", "") + scope.get("path", ""),
+            endpoint=self.name or endpoint_name(scope),
+            format=fmt,
+            accepted_at=ctx.accepted_at if ctx is not None else time.monotonic(),
+        )
+        self.record = record
+        hub = ctx.hub if ctx is not None else ReceiveHub(receive)
+        # With nothing between the middleware and this response, write straight to the
+        # server's send: one call less per token.
+        direct = ctx.raw_send if ctx is not None and send is ctx.send else send
+        pump = TokenPump(
+            source=self.content,
+            framer=framer,
+            end=self.end,
+            config=config,
+            record=record,
+            token=self.cancel_token,
+            hub=hub,
+            send=direct,
+        )
+        pump.status = self.status_code
+        pump.raw_headers = stream_headers(
+            self.raw_headers,
+            content_type=framer.content_type,
+            anti_buffering=config.anti_buffering,
+            vary_accept=negotiated,
+            identity_encoding=fmt != "sse",
+        )
+        on_start, on_end, on_cancel = self._hooks
+        if on_end is not None:
+            pump.add_end_hook(on_end)
+        if on_cancel is not None:
+            pump.add_cancel_hook(on_cancel)
+        head = scope.get("method") == "HEAD"
+        if ctx is not None:
+            await self._run_in_context(ctx, pump, hub, head, on_start)
+        else:
+            with collapse_excgroups():
+                async with anyio.create_task_group() as tg:
+                    await self._run_pump(tg, pump, hub, head, on_start)
+        if self.background is not None:
+            await self.background()
+
+    async def _run_in_context(self, ctx: Any, pump: TokenPump, hub: ReceiveHub, head: bool, on_start: Hook | None) -> None:
+        ctx.attach(pump)
+        try:
+            await self._run_pump(ctx.tg, pump, hub, head, on_start)
+        finally:
+            ctx.detach(pump)
+
+    @staticmethod
+    async def _run_pump(tg: Any, pump: TokenPump, hub: ReceiveHub, head: bool, on_start: Hook | None) -> None:
+        pump.task_group = tg
+        hub.on_disconnect(pump._on_hub_disconnect)
+        pump.token.add_callback(pump.token_callback())
+        for hook in (pump.config.on_start, on_start):
+            if hook is not None:
+                pump.run_hook(hook, "on_start")
+        if not head:
+            tg.start_soon(pump.guard.run)
+        try:
+            await pump.run(head=head)
+        finally:
+            pump.guard.stop()
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return value.decode("latin-1")
+    return None

@@ -1,0 +1,301 @@
+"""Stream: the state every streamed response shares — the send side (headers, body
+sends serialised between the pump and the guard, keepalive, coalescing batch), the
+cancel scope and token, the record, and the hooks.
+
+:class:`~asgi_stream.pump.TokenPump` (TokenStream's engine) and
+:class:`~asgi_stream.passthrough.Passthrough` (foreign streaming responses) build on it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import anyio.abc
+import anyio.lowlevel
+
+from ._types import Send
+from .cancel import CancelReason, CancelToken
+from .config import Hook, StreamConfig
+from .flush import Batch, Coalesce
+from .guard import Guard
+from .receive import ReceiveHub
+from .record import Outcome, StreamRecord
+
+logger = logging.getLogger("asgi_stream")
+
+_BODY = "http.response.body"
+
+
+class Stream:
+    """Shared per-stream state and behaviour (not used directly by applications)."""
+
+    def __init__(
+        self,
+        *,
+        config: StreamConfig,
+        record: StreamRecord,
+        token: CancelToken,
+        hub: ReceiveHub,
+        send: Send,
+        keepalive_bytes: bytes | None,
+    ) -> None:
+        self.config = config
+        self.record = record
+        self.token = token
+        self.hub = hub
+        self.send = send
+        self.status = 200
+        self.raw_headers: list[tuple[bytes, bytes]] = []
+        self.started = False
+        self.busy = False
+        #: The final body message went out: nothing can be cancelled any more.
+        self.completed = False
+        self.finished = False
+        self.last_send = time.monotonic()
+        self.keepalive_bytes = keepalive_bytes if config.keepalive else None
+        self.batch: Batch | None = Batch(config.flush) if isinstance(config.flush, Coalesce) else None
+        self.drain_at: float | None = None
+        #: Set by the loop watchdog when this stream's generator blocks the event loop.
+        self.yield_each = False
+        self.guard = Guard(self, hub)
+        self.cancel_scope: anyio.CancelScope | None = None
+        self.task_group: anyio.abc.TaskGroup | None = None
+        self._idle: anyio.Event | None = None
+        self._cancelled = False
+        self._cancel_hooks: list[Hook] = [h for h in (config.on_cancel,) if h is not None]
+        self._end_hooks: list[Hook] = [h for h in (config.on_end,) if h is not None]
+
+    # ----------------------------------------------------------------- sending
+    async def wait_idle(self) -> None:
+        """Wait until the send in progress (from the other task) completes."""
+        while self.busy:
+            if self._idle is None:
+                self._idle = anyio.Event()
+            await self._idle.wait()
+
+    def _set_idle(self) -> None:
+        self.busy = False
+        idle, self._idle = self._idle, None
+        if idle is not None:
+            idle.set()
+
+    async def send_start(self) -> None:
+        """Send ``http.response.start`` once (lazily: at the first body bytes)."""
+        if self.started:
+            return
+        self.started = True
+        self.record.headers_at = time.monotonic()
+        await self._raw_send({"type": "http.response.start", "status": self.status, "headers": self.raw_headers})
+
+    async def send_body(self, data: bytes, *, more_body: bool = True) -> None:
+        """Send body bytes, serialised with the other task; never an empty chunk."""
+        if self.busy:
+            await self.wait_idle()
+        self.busy = True
+        try:
+            if not self.started:
+                await self.send_start()
+            self.last_send = time.monotonic()
+            if not more_body:
+                self.completed = True
+                self.guard.stop()
+                await self._raw_send({"type": _BODY, "body": data, "more_body": False})
+            elif data:
+                await self._raw_send({"type": _BODY, "body": data, "more_body": True})
+        finally:
+            self._set_idle()
+
+    async def _raw_send(self, message: dict[str, Any]) -> None:
+        try:
+            await self.send(message)
+        except OSError:  # ASGI 2.4 servers raise when the client has gone
+            self.hub.mark_disconnected()
+            self.cancel(CancelReason.DISCONNECT)
+            await anyio.lowlevel.checkpoint()  # deliver the cancellation here
+
+    async def flush_batch(self) -> None:
+        """Send everything the coalescing batch holds."""
+        if self.busy:
+            await self.wait_idle()
+        batch = self.batch
+        if batch:
+            await self.send_body(batch.take())
+
+    # ----------------------------------------------------------------- guard side
+    def next_deadline(self) -> float:
+        """Earliest moment the guard has work: keepalive, batch, send timeout, drain."""
+        cfg = self.config
+        deadline = math.inf
+        if self.keepalive_bytes is not None and cfg.keepalive:
+            deadline = self.last_send + cfg.keepalive
+        if cfg.send_timeout:
+            deadline = min(deadline, self.last_send + cfg.send_timeout)
+        batch = self.batch
+        if batch:
+            deadline = min(deadline, batch.started + batch.max_delay)
+        if self.drain_at is not None:
+            deadline = min(deadline, self.drain_at)
+        return deadline
+
+    async def on_deadline(self, now: float) -> None:
+        """Called by the guard when a deadline passed."""
+        cfg = self.config
+        if self.drain_at is not None and now >= self.drain_at:
+            logger.info("asgi_stream: server shutting down; cancelling %s", self.describe())
+            self.cancel(CancelReason.SHUTDOWN)
+            return
+        if self.busy:
+            if cfg.send_timeout and now - self.last_send >= cfg.send_timeout:
+                self._send_timed_out(now - self.last_send)
+            return
+        batch = self.batch
+        if batch and now >= batch.started + batch.max_delay:
+            await self._guarded_send(self.flush_batch)
+        elif (
+            self.keepalive_bytes is not None
+            and cfg.keepalive
+            and now - self.last_send >= cfg.keepalive
+            and self.can_keepalive()
+        ):
+            await self._guarded_send(self._send_keepalive)
+
+    def can_keepalive(self) -> bool:
+        """Whether a keepalive comment may be written now (at an event boundary)."""
+        return True
+
+    async def _send_keepalive(self) -> None:
+        assert self.keepalive_bytes is not None
+        await self.send_body(self.keepalive_bytes)
+        self.record.keepalives += 1
+
+    async def _guarded_send(self, action: Callable[[], Awaitable[None]]) -> None:
+        timeout = self.config.send_timeout
+        with anyio.move_on_after(timeout if timeout else math.inf) as scope:
+            await action()
+        if scope.cancelled_caught:
+            self._send_timed_out(timeout or 0.0)
+
+    def _send_timed_out(self, waited: float) -> None:
+        logger.warning(
+            "asgi_stream: %s made no send progress for %.1f s (send_timeout=%s): the client "
+            "stopped reading or vanished; ending the stream and cancelling its generator",
+            self.describe(),
+            waited,
+            self.config.send_timeout,
+        )
+        self.cancel(CancelReason.SEND_TIMEOUT)
+
+    def begin_drain(self, grace: float) -> None:
+        """Server shutdown: cancel the stream ``grace`` seconds from now."""
+        at = time.monotonic() + grace
+        if self.drain_at is None or at < self.drain_at:
+            self.drain_at = at
+            self.guard.rearm(at)
+
+    # ----------------------------------------------------------------- cancelling
+    def cancel(self, reason: CancelReason) -> None:
+        """Cancel the stream: set the token first (threads and the GPU see it at once),
+        then cancel the task that drives the generator, then run ``on_cancel`` hooks."""
+        if self.finished or self._cancelled or self.completed:
+            return
+        self._cancelled = True
+        self.token.cancel(reason)  # the first reason wins if the app set it already
+        reason = self.token.reason or reason
+        self.record.cancel_reason = reason
+        if reason is CancelReason.DISCONNECT:
+            logger.debug("asgi_stream: client left %s; cancelling", self.describe())
+        if self.cancel_scope is not None:
+            self.cancel_scope.cancel()
+        for hook in self._cancel_hooks:
+            self.run_hook(hook, "on_cancel")
+
+    def _on_hub_disconnect(self) -> None:
+        self.cancel(CancelReason.DISCONNECT)
+
+    def token_callback(self) -> Callable[[CancelToken], None]:
+        """A CancelToken callback that ends this stream when the application (from any
+        thread) sets the token; it hops to the event loop to do so."""
+        loop = anyio.lowlevel.current_token()
+
+        def on_set(token: CancelToken) -> None:
+            if self.finished or self._cancelled:
+                return
+            try:
+                loop.backend_class.run_sync_soon(
+                    self.cancel, (token.reason or CancelReason.APPLICATION,), loop.native_token
+                )
+            except Exception:  # the loop has finished: nothing left to cancel
+                pass
+
+        return on_set
+
+    def add_cancel_hook(self, hook: Hook) -> None:
+        """Also call ``hook(record)`` on cancellation (per-stream ``on_cancel``)."""
+        self._cancel_hooks.append(hook)
+
+    # ----------------------------------------------------------------- hooks
+    def run_hook(self, hook: Hook, name: str) -> None:
+        """Call a hook now; an async hook runs as a task. Errors are logged, never raised."""
+        try:
+            result = hook(self.record)
+        except Exception:
+            logger.exception("asgi_stream: %s hook %r failed", name, hook)
+            return
+        if inspect.isawaitable(result):
+            if self.task_group is not None:
+                self.task_group.start_soon(self._await_hook, result, name)
+            else:
+                result.close() if inspect.iscoroutine(result) else None
+                logger.error("asgi_stream: async %s hook cannot run outside a task group", name)
+
+    @staticmethod
+    async def _await_hook(result: Awaitable[Any], name: str) -> None:
+        with anyio.CancelScope(shield=True):
+            try:
+                await result
+            except Exception:
+                logger.exception("asgi_stream: %s hook failed", name)
+
+    async def finish_record(self, outcome: Outcome, error: BaseException | None = None) -> None:
+        """Close the record with its outcome and run ``on_end`` hooks."""
+        self.finished = True
+        self.guard.stop()
+        rec = self.record
+        rec.ended_at = time.monotonic()
+        rec.outcome = outcome
+        rec.error = error
+        for hook in self.end_hooks():
+            try:
+                result = hook(rec)
+                if inspect.isawaitable(result):
+                    with anyio.CancelScope(shield=True):
+                        await result
+            except Exception:
+                logger.exception("asgi_stream: on_end hook %r failed", hook)
+
+    def end_hooks(self) -> list[Hook]:
+        """The ``on_end`` hooks to call (middleware-wide, then per stream)."""
+        return self._end_hooks
+
+    def add_end_hook(self, hook: Hook) -> None:
+        """Also call ``hook(record)`` when the stream ends (per-stream ``on_end``)."""
+        self._end_hooks.append(hook)
+
+    def outcome_for_cancel(self) -> Outcome:
+        """The outcome matching the cancel reason."""
+        if self.token.reason is CancelReason.SEND_TIMEOUT:
+            return Outcome.TIMED_OUT
+        if self.token.reason is CancelReason.ERROR:
+            return Outcome.ERROR
+        return Outcome.CANCELLED
+
+    def describe(self) -> str:
+        """``stream #id GET /path (endpoint)`` for log lines."""
+        r = self.record
+        return f"stream #{r.id} {r.method} {r.path} ({r.endpoint})"
