@@ -60,6 +60,8 @@ class TokenChannel:
                     f"producer outran the client by more than max_buffer={self.max_buffer} bytes"
                 )
                 self._closed = True
+                self._items.clear()  # the stream is failing: deliver the error, not the backlog
+                self._size = 0
                 overflow = True
             else:
                 overflow = False

@@ -18,6 +18,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 
+from . import watchdog
 from .cancel import CancelReason
 from .context import _current
 from .errors import StreamError
@@ -50,6 +51,7 @@ class TokenPump(Stream):
         failed in band). Raises the generator's exception if it failed before the first
         byte, so the application's error handling applies."""
         reset = _current.set(self)
+        dog = watchdog.watch(self, self.config.block_warning) if self.config.block_warning else None
         try:
             if head:
                 await self.send_body(b"", more_body=False)
@@ -59,6 +61,8 @@ class TokenPump(Stream):
         finally:
             await self._close_source()
             _current.reset(reset)
+            if dog is not None:
+                dog.discard(self)
 
     async def _run(self) -> None:
         anext = self._open_source()
@@ -245,8 +249,12 @@ class TokenPump(Stream):
         await self.finish_record(Outcome.ERROR, exc)
 
     async def _end_cancelled(self) -> None:
-        if self.token.reason is CancelReason.SHUTDOWN and self.started and not self.hub.disconnected:
-            # The client is still there: end the body cleanly so it can reconnect.
+        if (
+            self.token.reason in (CancelReason.SHUTDOWN, CancelReason.APPLICATION)
+            and self.started
+            and not self.hub.disconnected
+        ):
+            # The client is still there: end the body cleanly (it may reconnect).
             with anyio.move_on_after(1.0):
                 await self.send_body(b"", more_body=False)
         await self.finish_record(self.outcome_for_cancel())

@@ -224,8 +224,8 @@ class Stream:
         loop = anyio.lowlevel.current_token()
 
         def on_set(token: CancelToken) -> None:
-            if self.finished or self._cancelled:
-                return
+            if self.finished or self._cancelled or token.reason is CancelReason.BUFFER_OVERFLOW:
+                return  # an overflowing source raises BufferOverflowError: the stream fails in band
             try:
                 loop.backend_class.run_sync_soon(
                     self.cancel, (token.reason or CancelReason.APPLICATION,), loop.native_token
