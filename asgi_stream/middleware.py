@@ -19,7 +19,7 @@ from .config import DEFAULT_STREAM_MEDIA_TYPES, UNSET, StreamConfig
 from .passthrough import Passthrough, media_type_of
 from .receive import ReceiveHub
 from .record import StreamRecord
-from .scope import CTX_KEY, collapse_excgroups, endpoint_name
+from .scope import CTX_KEY, collapse_excgroups, endpoint_name, full_path
 from .stream import Stream
 
 logger = logging.getLogger("asgi_stream")
@@ -179,20 +179,27 @@ class RequestContext:
         """Run the application inside a cancel scope that a passthrough stream's
         disconnect (or send timeout, or shutdown) cancels."""
         error: BaseException | None = None
-        with anyio.CancelScope() as self.app_scope:
-            try:
-                await app(self.scope, self.hub.receive, self.send)
-            except Exception as exc:
-                error = exc
-        stream = self.stream
-        if self.mode == _STREAM and isinstance(stream, Passthrough):
-            try:
-                if error is not None and await stream.fail(error):
-                    error = None
-                await stream.end()
-            finally:
-                stream.guard.stop()
-                self.middleware.active.discard(stream)
+        try:
+            with anyio.CancelScope() as self.app_scope:
+                try:
+                    await app(self.scope, self.hub.receive, self.send)
+                except Exception as exc:
+                    error = exc
+        except anyio.get_cancelled_exc_class():
+            if isinstance(self.stream, Passthrough):
+                self.stream.server_cancelled()
+            raise
+        finally:
+            stream = self.stream
+            if self.mode == _STREAM and isinstance(stream, Passthrough):
+                with anyio.CancelScope(shield=stream.cancelled):
+                    try:
+                        if error is not None and await stream.fail(error):
+                            error = None
+                        await stream.end()
+                    finally:
+                        stream.guard.stop()
+                        self.middleware.active.discard(stream)
         if error is not None:
             raise error
 
@@ -238,7 +245,7 @@ class RequestContext:
         scope = self.scope
         record = StreamRecord(
             method=scope.get("method", "GET"),
-            path=scope.get("root_path", "") + scope.get("path", ""),
+            path=full_path(scope),
             endpoint=endpoint_name(scope),
             format="sse" if media_type == "text/event-stream" else "ndjson",
             accepted_at=self.accepted_at,

@@ -58,8 +58,16 @@ class TokenPump(Stream):
                 await self.finish_record(Outcome.COMPLETED)
                 return
             await self._run()
+        except anyio.get_cancelled_exc_class():
+            # Cancelled from outside (the server gave up waiting at shutdown): the token
+            # still reaches threads and the GPU, and the record still gets its outcome.
+            self.server_cancelled()
+            raise
         finally:
             await self._close_source()
+            if not self.finished:
+                with anyio.CancelScope(shield=True):
+                    await self.finish_record(self.outcome_for_cancel())
             _current.reset(reset)
             if dog is not None:
                 dog.discard(self)
@@ -93,19 +101,23 @@ class TokenPump(Stream):
         return self.driver.next
 
     async def _close_source(self) -> None:
-        if self.driver is not None:
-            self.driver.close_soon()
-            return
-        agen = self._agen if self._agen is not None else self.source
-        aclose = getattr(agen, "aclose", None)
-        if aclose is None:
-            return
+        """Close the generator and wait (up to ``close_timeout``) until it is closed, so
+        its ``finally`` blocks have run before the request ends. A sync generator is
+        closed by its worker thread right after its current ``next()`` returns."""
         with anyio.CancelScope(shield=True) as scope:
             scope.deadline = anyio.current_time() + self.config.close_timeout
-            try:
-                await aclose()
-            except Exception:
-                logger.exception("asgi_stream: closing the generator of %s raised", self.describe())
+            if self.driver is not None:
+                self.driver.close_soon()
+                await self.driver.wait_closed()
+            else:
+                agen = self._agen if self._agen is not None else self.source
+                aclose = getattr(agen, "aclose", None)
+                if aclose is None:
+                    return
+                try:
+                    await aclose()
+                except Exception:
+                    logger.exception("asgi_stream: closing the generator of %s raised", self.describe())
         if scope.cancelled_caught:
             logger.error(
                 "asgi_stream: the generator of %s did not finish closing within %.1f s",

@@ -19,7 +19,7 @@ from .negotiate import FORMATS, Format, media_type_for, negotiate
 from .pump import TokenPump, is_token_source
 from .receive import ReceiveHub
 from .record import StreamRecord
-from .scope import CTX_KEY, collapse_excgroups, endpoint_name
+from .scope import CTX_KEY, collapse_excgroups, endpoint_name, full_path
 
 _DEFAULT_CONFIG = StreamConfig()
 
@@ -108,7 +108,7 @@ class TokenStream(Response):
         framer = make_framer(fmt, media)
         record = StreamRecord(
             method=scope.get("method", "GET"),
-            path=scope.get("root_path", "") + scope.get("path", ""),
+            path=full_path(scope),
             endpoint=self.name or endpoint_name(scope),
             format=fmt,
             accepted_at=ctx.accepted_at if ctx is not None else time.monotonic(),

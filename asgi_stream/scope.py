@@ -12,6 +12,14 @@ from ._types import Scope
 CTX_KEY = "asgi_stream.context"
 
 
+def full_path(scope: Scope) -> str:
+    """The request path including any mount prefix (``root_path``), whichever ASGI
+    convention the server and router follow."""
+    path = scope.get("path", "")
+    root = scope.get("root_path", "")
+    return path if not root or path.startswith(root) else root + path
+
+
 def endpoint_name(scope: Scope) -> str:
     """A readable name for the endpoint serving this scope (for logs and metrics)."""
     endpoint: Any = scope.get("endpoint")

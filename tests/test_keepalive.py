@@ -1,0 +1,129 @@
+"""Keepalive: idle-based SSE comments, never while tokens flow; prefill covered."""
+
+from __future__ import annotations
+
+import time
+
+import anyio
+from starlette.applications import Starlette
+from starlette.responses import StreamingResponse
+from starlette.routing import Route
+
+from asgi_stream import StreamMiddleware, TokenStream
+
+from .support.sse_spec import SpecParser
+from .support.wire import Client, Response
+
+KEEPALIVE = 0.15
+
+
+def app_with(endpoint, **mw):
+    app = Starlette(routes=[Route("/", endpoint)])
+    app.add_middleware(StreamMiddleware, **{"keepalive": KEEPALIVE, **mw})
+    return app
+
+
+def collect(port: int, accept: str = "text/event-stream") -> Response:
+    with Client(port) as c:
+        return c.fetch("GET", "/", [("accept", accept)])
+
+
+def test_long_prefill_gets_headers_and_comments_before_the_first_token(server) -> None:
+    async def endpoint(request):
+        async def gen():
+            await anyio.sleep(0.8)  # "prefill"
+            yield "first"
+
+        return TokenStream(gen())
+
+    t0 = time.monotonic()
+    r = collect(server(app_with(endpoint)).port)
+    assert r.t_headers - t0 < 0.6, "headers waited for the first token despite keepalive"
+    comments = [c for c in r.chunks if c.data == b": keepalive\n\n"]
+    assert 3 <= len(comments) <= 6
+    gaps = [b.t - a.t for a, b in zip(comments, comments[1:])]
+    assert all(KEEPALIVE * 0.7 < g < KEEPALIVE + 0.25 for g in gaps), gaps
+    parser = SpecParser()
+    parser.feed(r.body)
+    assert [e.data for e in parser.events] == ["first"]
+
+
+def test_no_keepalive_while_tokens_flow(server) -> None:
+    async def endpoint(request):
+        async def gen():
+            for i in range(20):
+                yield f"t{i}"
+                await anyio.sleep(KEEPALIVE / 3)
+
+        return TokenStream(gen())
+
+    r = collect(server(app_with(endpoint)).port)
+    assert b"keepalive" not in r.body
+    assert len(r.chunks) == 20
+
+
+def test_keepalive_resumes_after_tokens_stop_and_restarts_on_each_send(server) -> None:
+    async def endpoint(request):
+        async def gen():
+            yield "a"
+            await anyio.sleep(0.5)
+            yield "b"
+            await anyio.sleep(0.1)
+            yield "c"
+
+        return TokenStream(gen())
+
+    r = collect(server(app_with(endpoint)).port)
+    kinds = [c.data for c in r.chunks]
+    assert kinds[0] == b"data: a\n\n"
+    assert kinds.count(b": keepalive\n\n") >= 2
+    i_b = kinds.index(b"data: b\n\n")
+    assert kinds[i_b + 1] == b"data: c\n\n"  # 0.1 s < keepalive: nothing in between
+
+
+def test_ndjson_and_text_send_no_keepalive_bytes(server) -> None:
+    async def endpoint(request):
+        async def gen():
+            await anyio.sleep(0.5)
+            yield "x"
+
+        return TokenStream(gen())
+
+    srv = server(app_with(endpoint))
+    assert collect(srv.port, "application/x-ndjson").body == b'"x"\n'
+    assert collect(srv.port, "text/plain").body == b"x"
+
+
+def test_keepalive_disabled(server) -> None:
+    async def endpoint(request):
+        async def gen():
+            await anyio.sleep(0.5)
+            yield "x"
+
+        return TokenStream(gen(), keepalive=None)
+
+    assert collect(server(app_with(endpoint)).port).body == b"data: x\n\n"
+
+
+def test_streaming_response_gets_keepalive_only_at_line_boundaries(server) -> None:
+    async def endpoint(request):
+        async def body():
+            yield "data: one\n\n"
+            await anyio.sleep(0.4)
+            yield "data: tw"  # a partial line: no comment may be injected here
+            await anyio.sleep(0.4)
+            yield "o\n"
+            await anyio.sleep(0.4)  # between lines of one event: a comment line is fine
+            yield "data: more\n\n"
+
+        return StreamingResponse(body(), media_type="text/event-stream")
+
+    r = collect(server(app_with(endpoint)).port)
+    parser = SpecParser()
+    parser.feed(r.body)
+    assert [e.data for e in parser.events] == ["one", "two\nmore"]
+    datas = [c.data for c in r.chunks]
+    i_partial = datas.index(b"data: tw")
+    assert datas[i_partial + 1] == b"o\n"  # nothing between the halves of a line
+    assert b": keepalive\n\n" in datas[:i_partial]
+    assert b": keepalive\n" in datas[i_partial + 2 :]
