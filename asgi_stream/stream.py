@@ -59,7 +59,10 @@ class Stream:
         self.finished = False
         self.last_send = time.monotonic()
         self.keepalive_bytes = keepalive_bytes if config.keepalive else None
-        self.batch: Batch | None = Batch(config.flush) if isinstance(config.flush, Coalesce) else None
+        self.batch: Batch | None = None
+        if isinstance(config.flush, Coalesce):
+            self.batch = Batch(config.flush)
+            self.batch.max_bytes = min(self.batch.max_bytes, config.max_buffer)
         self.drain_at: float | None = None
         #: Set by the loop watchdog when this stream's generator blocks the event loop.
         self.yield_each = False
