@@ -32,7 +32,7 @@ logger = logging.getLogger("asgi_stream")
 _BODY = "http.response.body"
 #: Yield to the event loop at least every this many tokens, so a generator that never
 #: awaits cannot starve other connections (and their disconnects).
-_YIELD_EVERY = 64
+_YIELD_MASK = 255
 
 
 class TokenPump(Stream):
@@ -183,7 +183,7 @@ class TokenPump(Stream):
                 self.busy = False
                 events += 1
                 nbytes += len(data)
-                if not events % _YIELD_EVERY or self.yield_each:
+                if not events & _YIELD_MASK or self.yield_each:
                     await checkpoint()
         finally:
             rec.events += events
@@ -212,7 +212,7 @@ class TokenPump(Stream):
                     await self.flush_batch()
                 elif opened:
                     self.guard.rearm(batch.started + batch.max_delay)
-                if not events % _YIELD_EVERY or self.yield_each:
+                if not events & _YIELD_MASK or self.yield_each:
                     await checkpoint()
         finally:
             rec.events += events

@@ -232,7 +232,7 @@ class ModelEngine:
     def _generate(self, job: Job) -> None:
         loaded = self.load()
         params = job.params
-        kwargs: dict[str, Any] = {"max_new_tokens": params.max_tokens}
+        kwargs: dict[str, Any] = {**loaded.generate_kwargs, "max_new_tokens": params.max_tokens}
         if params.ignore_eos:
             kwargs["min_new_tokens"] = params.max_tokens
         if params.temperature > 0:

@@ -10,7 +10,7 @@ import importlib.util
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +19,8 @@ logger = logging.getLogger("asgi_stream.demo")
 SMOLLM2 = "smollm2"
 TINY = "tiny"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-#: Byte values the tiny model never produces (C0 controls but TAB/LF, and DEL): its
-#: random output then stays printable.
-_CONTROL_BYTES = [b for b in range(32) if b not in (9, 10)] + [127]
+#: ByT5 token ids: 0 pad, 1 end of sequence, 2 unknown, then byte b at b + 3.
+_BYTE_OFFSET = 3
 
 
 @dataclass(slots=True, eq=False)
@@ -36,6 +35,8 @@ class LoadedModel:
     #: Longest sequence (prompt + completion) the model supports, in tokens.
     max_context: int
     load_seconds: float = 0.0
+    #: Extra keyword arguments for every ``generate`` call (e.g. logits processors).
+    generate_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 def smollm2_folder() -> Path:
@@ -95,7 +96,8 @@ def load_tiny(seed: int = 0, device: str | None = None) -> LoadedModel:
     """A 2-layer Llama with seeded random weights and a byte-level tokenizer (ByT5).
 
     It needs no files and generates ~1,000 tokens/s on a CPU: output is random but
-    printable text (multi-byte characters included). Greedy decoding is deterministic.
+    valid, printable text (multi-byte characters included) that always runs to the
+    token limit. Greedy decoding is deterministic.
     """
     import torch
     from transformers import ByT5Tokenizer, LlamaConfig, LlamaForCausalLM
@@ -119,10 +121,48 @@ def load_tiny(seed: int = 0, device: str | None = None) -> LoadedModel:
     with torch.no_grad():
         for param in model.parameters():
             param.copy_(torch.randn(param.shape, generator=generator) * 0.5)
-    offset = 3  # ByT5 ids: 0 pad, 1 eos, 2 unk, then bytes 0..255 at 3..258
-    model.generation_config.suppress_tokens = [b + offset for b in _CONTROL_BYTES] + [tokenizer.unk_token_id]
     dev, _ = _placement(device)
-    return _finish("tiny-random-llama", model, tokenizer, dev, torch.float32, started)
+    loaded = _finish("tiny-random-llama", model, tokenizer, dev, torch.float32, started)
+    loaded.generate_kwargs["logits_processor"] = [ValidUtf8Processor(len(tokenizer))]
+    return loaded
+
+
+class ValidUtf8Processor:
+    """A logits processor keeping a byte-level (ByT5-vocabulary) model's output valid,
+    printable UTF-8: printable ASCII, TAB, LF, and 2- or 3-byte characters whose
+    continuation bytes are forced. Multi-byte characters thus span several tokens.
+    End of sequence is never chosen: the tiny model always writes ``max_tokens``."""
+
+    def __init__(self, vocab_size: int) -> None:
+        import torch
+
+        def ids(byte_values: Any) -> list[int]:
+            return [b + _BYTE_OFFSET for b in byte_values]
+
+        leads = [*range(0xC2, 0xE0), *range(0xE1, 0xED), 0xEE, 0xEF]  # no overlongs, no surrogates
+        self.free = torch.zeros(vocab_size, dtype=torch.bool)
+        self.free[ids([9, 10, *range(0x20, 0x7F), *leads])] = True
+        self.continuation = torch.zeros(vocab_size, dtype=torch.bool)
+        self.continuation[ids(range(0x80, 0xC0))] = True
+
+    @staticmethod
+    def _pending(row: list[int]) -> int:
+        """Continuation bytes still owed by the character the row ends inside."""
+        seen = 0
+        for token in reversed(row):
+            byte = token - _BYTE_OFFSET
+            if 0x80 <= byte < 0xC0:
+                seen += 1
+                continue
+            need = 1 if 0xC0 <= byte < 0xE0 else 2 if 0xE0 <= byte < 0xF0 else 0
+            return max(0, need - seen)
+        return 0
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        for i, row in enumerate(input_ids[:, -3:].tolist()):
+            allowed = self.continuation if self._pending(row) else self.free
+            scores[i, ~allowed.to(scores.device)] = float("-inf")
+        return scores
 
 
 def load_local(path: str | os.PathLike[str], device: str | None = None) -> LoadedModel:

@@ -74,11 +74,14 @@ class SSEFramer:
         """Bytes for one token; empty when there is nothing to send (empty text, or a
         partial UTF-8 character waiting for its next byte)."""
         if type(token) is str:
-            if not token:
-                return b""
             if "\n" in token or "\r" in token:
                 return encode_utf8(data_lines(token) + "\n")
-            return encode_utf8("data: " + token + "\n\n")
+            if token:
+                try:
+                    return ("data: " + token + "\n\n").encode()
+                except UnicodeEncodeError:
+                    return encode_utf8(token)  # raises the clear FramingError
+            return b""
         if isinstance(token, Event):
             return encode_event(token)
         if isinstance(token, (bytes, bytearray, memoryview)):
