@@ -1,0 +1,496 @@
+"""Turn the per-run records into results.json, results.md and chart.png."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .servers import KIND_BY_KEY
+from .stats import percentile, summary
+from .targets import BY_KEY, RAW, SSE_STARLETTE, TARGETS
+
+Records = list[dict[str, Any]]
+
+#: The issue's goals for asgi-stream.
+PER_TOKEN_MIN_RATIO = 0.95
+COALESCE_MIN_RATIO = 5.0
+SLOW_P99_MAX_MS = 50.0
+SLOW_MAX_RATIO = 1.15
+DISCONNECT_ASYNC_P99_MS = 5.0
+DISCONNECT_TOKEN_P99_MS = 5.0
+DISCONNECT_AFTER_STEP_MS = 50.0
+TTFB_OVERHEAD_MAX_US = 1000.0
+COALESCE_MAX_DELAY_MS = 20.0
+ASGI_STREAM, COALESCE = "asgi-stream", "asgi-stream-coalesce"
+
+
+# ---------------------------------------------------------------------- numbers
+def values(records: Records, metric: str) -> list[float]:
+    """The metric of every successful run."""
+    return [r[metric] for r in records if "error" not in r and r.get(metric) is not None]
+
+
+def spread(records: Records, metric: str) -> dict[str, Any]:
+    """Median / min / max / quartiles of a metric over runs."""
+    return summary(values(records, metric))
+
+
+def paired_ratio(records: Records, base: Records, metric: str) -> dict[str, Any]:
+    """Ratio to the baseline run of the same round, summarised over rounds."""
+    ratios = []
+    for i, r in enumerate(records):
+        rep = r.get("rep", i)
+        b = next((x for j, x in enumerate(base) if x.get("rep", j) == rep), None)
+        if b is None or "error" in r or "error" in b or not b.get(metric) or r.get(metric) is None:
+            continue
+        ratios.append(r[metric] / b[metric])
+    return summary(ratios)
+
+
+def fmt_num(x: float | None, digits: int = 0, unit: str = "") -> str:
+    """Thousands-separated number, '–' for missing, '∞' for infinite."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    if math.isinf(x):
+        return "∞"
+    return f"{x:,.{digits}f}{unit}"
+
+
+def fmt_spread(s: dict[str, Any], digits: int = 0, unit: str = "", scale: float = 1.0) -> str:
+    """``median (min–max)``; just the median when there was one run."""
+    if s["median"] is None:
+        return "–"
+    med = fmt_num(s["median"] * scale, digits, unit)
+    if s["n"] <= 1:
+        return med
+    return f"{med} ({fmt_num(s['min'] * scale, digits)}–{fmt_num(s['max'] * scale, digits)})"
+
+
+def fmt_ratio(s: dict[str, Any]) -> str:
+    """``0.97×`` with its spread."""
+    if s["median"] is None:
+        return "–"
+    if s["n"] <= 1:
+        return f"{s['median']:.2f}×"
+    return f"{s['median']:.2f}× ({s['min']:.2f}–{s['max']:.2f})"
+
+
+def pct(samples: Sequence[float | None], q: float) -> float | None:
+    """Percentile with None (did not happen in time) counted as infinite."""
+    data = sorted(math.inf if v is None else v for v in samples)
+    return percentile(data, q, presorted=True) if data else None
+
+
+def label(key: str) -> str:
+    """A target's display name."""
+    return BY_KEY[key].label if key in BY_KEY else key
+
+
+# ---------------------------------------------------------------------- tables
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def throughput_table(data: dict[str, dict[str, Records]]) -> str:
+    """Workload 1."""
+    rows = []
+    for kind, per_target in data.items():
+        raw, sse = per_target.get(RAW, []), per_target.get(SSE_STARLETTE, [])
+        for key, recs in per_target.items():
+            rows.append(
+                [
+                    KIND_BY_KEY[kind].label,
+                    label(key),
+                    fmt_spread(spread(recs, "events_per_s")),
+                    fmt_ratio(paired_ratio(recs, raw, "events_per_s")),
+                    fmt_ratio(paired_ratio(recs, sse, "events_per_s")),
+                    fmt_spread(spread(recs, "bytes_per_s"), 2, scale=1e-6),
+                    fmt_spread(spread(recs, "server_cpu"), 0, "%", scale=100),
+                    fmt_spread(spread(recs, "cpu_us_per_event"), 2),
+                    fmt_spread(spread(recs, "delay_max_ms"), 1),
+                ]
+            )
+    return _table(
+        ["server", "target", "events/s", "× raw", "× sse-starlette", "wire MB/s", "server CPU", "CPU µs/event", "token delay max (ms)"],
+        rows,
+    )
+
+
+def slow_table(data: dict[str, dict[str, dict[str, Records]]]) -> str:
+    """Workload 2."""
+    rows = []
+    for kind, per_n in data.items():
+        for n, per_target in per_n.items():
+            raw, sse = per_target.get(RAW, []), per_target.get(SSE_STARLETTE, [])
+            for key, recs in per_target.items():
+                failed = sum(1 for r in recs if "error" in r)
+                rows.append(
+                    [
+                        f"{int(n):,}",
+                        label(key),
+                        fmt_spread(spread(recs, "p50_ms"), 1),
+                        fmt_spread(spread(recs, "p99_ms"), 1),
+                        fmt_spread(spread(recs, "max_ms"), 0),
+                        fmt_spread(spread(recs, "missing")),
+                        fmt_spread(spread(recs, "server_cpu"), 0, "%", scale=100),
+                        fmt_ratio(paired_ratio(recs, raw, "server_cpu")),
+                        fmt_spread(spread(recs, "rss_mb"), 0),
+                        fmt_ratio(paired_ratio(recs, raw, "rss_mb")),
+                        fmt_ratio(paired_ratio(recs, sse, "server_cpu")) + " / " + fmt_ratio(paired_ratio(recs, sse, "rss_mb")),
+                        fmt_spread(spread(recs, "client_cpu"), 0, "%", scale=100) + (f" ({failed} failed)" if failed else ""),
+                    ]
+                )
+    return _table(
+        [
+            "streams",
+            "target",
+            "lateness p50 (ms)",
+            "p99 (ms)",
+            "max (ms)",
+            "missing events",
+            "server CPU",
+            "CPU × raw",
+            "peak RSS (MB)",
+            "RSS × raw",
+            "CPU / RSS × sse-starlette",
+            "client CPU",
+        ],
+        rows,
+    )
+
+
+def disconnect_rows(records: Records) -> list[dict[str, Any]]:
+    """Pooled percentiles per (target, generator, block)."""
+    groups: dict[tuple[str, str, float], Records] = {}
+    for r in records:
+        groups.setdefault((r["target"], r["generator"], r["block"]), []).append(r)
+    out = []
+    for (target, gen, block), recs in groups.items():
+        closed = [r["closed_ms"] for r in recs]
+        reps = sorted({r["rep"] for r in recs})
+        per_rep_p99 = [pct([r["closed_ms"] for r in recs if r["rep"] == k], 99) for k in reps]
+        tokens = [r["token_ms"] for r in recs]
+        after = [r["after_step_ms"] for r in recs if r["closed_ms"] is not None]
+        out.append(
+            {
+                "target": target,
+                "generator": gen,
+                "block": block,
+                "trials": len(recs),
+                "closed_p50_ms": pct(closed, 50),
+                "closed_p99_ms": pct(closed, 99),
+                "closed_p99_per_round": summary([x for x in per_rep_p99 if x is not None and not math.isinf(x)]),
+                "not_closed": sum(1 for c in closed if c is None),
+                "token_p50_ms": pct(tokens, 50) if any(t is not None for t in tokens) else None,
+                "token_p99_ms": pct(tokens, 99) if any(t is not None for t in tokens) else None,
+                "after_step_p50_ms": pct([a for a in after if a is not None], 50) if any(a is not None for a in after) else None,
+                "after_step_p99_ms": pct([a for a in after if a is not None], 99) if any(a is not None for a in after) else None,
+            }
+        )
+    order = {t.key: i for i, t in enumerate(TARGETS)}
+    out.sort(key=lambda r: (r["generator"], r["block"], order.get(r["target"], 99)))
+    return out
+
+
+def disconnect_table(data: dict[str, Records], timeout: float) -> str:
+    """Workload 3."""
+    rows = []
+    for _kind, records in data.items():
+        for r in disconnect_rows(records):
+            nc = r["not_closed"]
+            closed = f"{fmt_num(r['closed_p50_ms'], 1)} / {fmt_num(r['closed_p99_ms'], 1)}"
+            rows.append(
+                [
+                    label(r["target"]),
+                    r["generator"],
+                    f"{r['block']:g} s",
+                    closed,
+                    f"{nc} of {r['trials']}" if nc else "0",
+                    "–" if r["token_p50_ms"] is None else f"{fmt_num(r['token_p50_ms'], 2)} / {fmt_num(r['token_p99_ms'], 2)}",
+                    "–"
+                    if r["after_step_p50_ms"] is None
+                    else f"{fmt_num(r['after_step_p50_ms'], 2)} / {fmt_num(r['after_step_p99_ms'], 2)}",
+                ]
+            )
+    return _table(
+        [
+            "target",
+            "generator",
+            "blocked step",
+            "closed after disconnect p50 / p99 (ms)",
+            f"not closed within {timeout:g} s",
+            "CancelToken set p50 / p99 (ms)",
+            "closed after the step ended p50 / p99 (ms)",
+        ],
+        rows,
+    )
+
+
+def ttfb_table(data: dict[str, dict[str, Records]]) -> str:
+    """Workload 4."""
+    rows = []
+    for kind, per_target in data.items():
+        raw = per_target.get(RAW, [])
+        raw_p50 = spread(raw, "p50_us")["median"]
+        for key, recs in per_target.items():
+            p50 = spread(recs, "p50_us")
+            over = None if raw_p50 is None or p50["median"] is None else p50["median"] - raw_p50
+            rows.append(
+                [
+                    KIND_BY_KEY[kind].label,
+                    label(key),
+                    fmt_spread(p50),
+                    fmt_spread(spread(recs, "p99_us")),
+                    "–" if over is None else f"{over:+,.0f}",
+                ]
+            )
+    return _table(["server", "target", "TTFB p50 (µs)", "TTFB p99 (µs)", "p50 over raw (µs)"], rows)
+
+
+# ---------------------------------------------------------------------- goals
+def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each of the issue's targets for asgi-stream: what was measured, and whether it
+    was met (None: not measured in this run)."""
+    out: list[dict[str, Any]] = []
+
+    def add(goal: str, measured: str, met: bool | None) -> None:
+        out.append({"goal": goal, "measured": measured, "met": met})
+
+    for kind, per_target in results.get("throughput", {}).items():
+        klabel = KIND_BY_KEY[kind].label
+        if ASGI_STREAM in per_target and RAW in per_target:
+            r = paired_ratio(per_target[ASGI_STREAM], per_target[RAW], "events_per_s")
+            add(f"per-token ≥ {PER_TOKEN_MIN_RATIO}× raw events/s ({klabel})", fmt_ratio(r), None if r["median"] is None else r["median"] >= PER_TOKEN_MIN_RATIO)
+        if COALESCE in per_target and SSE_STARLETTE in per_target:
+            r = paired_ratio(per_target[COALESCE], per_target[SSE_STARLETTE], "events_per_s")
+            d = spread(per_target[COALESCE], "delay_max_ms")
+            ok = None if r["median"] is None else (r["median"] >= COALESCE_MIN_RATIO and (d["max"] or 0) <= COALESCE_MAX_DELAY_MS)
+            add(
+                f"coalescing ≥ {COALESCE_MIN_RATIO:g}× sse-starlette events/s, every sampled token within max_delay {COALESCE_MAX_DELAY_MS:g} ms ({klabel})",
+                f"{fmt_ratio(r)}; slowest sampled token {fmt_num(d['max'], 1)} ms",
+                ok,
+            )
+    for kind, per_n in results.get("slow", {}).items():
+        if not per_n:
+            continue
+        n = max(per_n, key=int)
+        per_target = per_n[n]
+        if ASGI_STREAM not in per_target or RAW not in per_target:
+            continue
+        recs, raw = per_target[ASGI_STREAM], per_target[RAW]
+        p99 = spread(recs, "p99_ms")
+        add(f"{int(n):,} slow streams: p99 lateness ≤ {SLOW_P99_MAX_MS:g} ms", fmt_spread(p99, 1, " ms"), None if p99["median"] is None else p99["median"] <= SLOW_P99_MAX_MS)
+        for metric, name in (("server_cpu", "CPU"), ("rss_mb", "RSS")):
+            r = paired_ratio(recs, raw, metric)
+            add(f"{int(n):,} slow streams: {name} ≤ {SLOW_MAX_RATIO}× raw", fmt_ratio(r), None if r["median"] is None else r["median"] <= SLOW_MAX_RATIO)
+    for _kind, records in results.get("disconnect", {}).items():
+        for row in disconnect_rows(records):
+            if row["target"] != ASGI_STREAM:
+                continue
+            block = f"{row['block']:g} s step"
+            if row["generator"] == "async":
+                v = row["closed_p99_ms"]
+                add(f"disconnect, async generator ({block}): closed p99 ≤ {DISCONNECT_ASYNC_P99_MS:g} ms", fmt_num(v, 2, " ms"), None if v is None else v <= DISCONNECT_ASYNC_P99_MS)
+            else:
+                v = row["token_p99_ms"]
+                add(f"disconnect, sync generator ({block}): CancelToken set p99 ≤ {DISCONNECT_TOKEN_P99_MS:g} ms", fmt_num(v, 2, " ms"), None if v is None else v <= DISCONNECT_TOKEN_P99_MS)
+                v = row["after_step_p99_ms"]
+                met = None if v is None else (v <= DISCONNECT_AFTER_STEP_MS and row["not_closed"] == 0)
+                add(f"disconnect, sync generator ({block}): closed ≤ {DISCONNECT_AFTER_STEP_MS:g} ms after the step ends (p99)", fmt_num(v, 2, " ms"), met)
+    for kind, per_target in results.get("ttfb", {}).items():
+        if ASGI_STREAM in per_target and RAW in per_target:
+            a, b = spread(per_target[ASGI_STREAM], "p50_us")["median"], spread(per_target[RAW], "p50_us")["median"]
+            if a is not None and b is not None:
+                add(f"TTFB overhead ≤ {TTFB_OVERHEAD_MAX_US / 1000:g} ms over raw ({KIND_BY_KEY[kind].label})", f"{a - b:+,.0f} µs", a - b <= TTFB_OVERHEAD_MAX_US)
+    return out
+
+
+def goals_table(rows: list[dict[str, Any]]) -> str:
+    """The goals with their verdicts."""
+    mark = {True: "met", False: "**missed**", None: "not measured"}
+    return _table(["goal", "measured", "verdict"], [[g["goal"], g["measured"], mark[g["met"]]] for g in rows])
+
+
+# ---------------------------------------------------------------------- documents
+def markdown(results: dict[str, Any]) -> str:
+    """The whole results.md."""
+    meta = results["meta"]
+    m = meta["machine"]
+    mode = meta["mode"]
+    p = meta["placement"]
+    versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items())
+    parts = [
+        "# asgi-stream benchmark results",
+        "",
+        f"- **Date:** {meta['date']} (run took {meta['duration_s'] / 60:.1f} min)",
+        f"- **Machine:** {m['cpu']}, {m['cpus']} CPUs ({m['cpus_usable']} usable), {m['memory_gib']} GiB RAM, {m['os']}, Python {m['python']}",
+        f"- **Load average** at start {m['load_average']}, at end {meta['load_average_end']}",
+        f"- **Command:** `{meta['command']}` (mode `{mode['name']}`)",
+        f"- **CPU placement:** every server process (all its threads) pinned to CPU {p['server_core']}; "
+        f"the measuring clients and the harness share CPU {p['client_core']}"
+        + (" (one CPU only: everything shares it)" if p["server_core"] == p["client_core"] else ""),
+        f"- **Versions:** {versions}",
+        "- **Figures:** median over repeated runs, (min–max) across runs. Ratios are taken "
+        "run by run against the baseline measured in the same round, then summarised.",
+        "",
+        "## Goals",
+        "",
+        goals_table(goals(results)),
+        "",
+    ]
+    if results.get("throughput"):
+        parts += [
+            f"## 1. One stream of {mode['tokens']:,} small tokens, as fast as possible",
+            "",
+            f"{mode['reps']} runs per cell. *Token delay*: for one token in 1,024, arrival minus the moment "
+            "the generator produced it (the slowest sampled token of the run, median over runs).",
+            "",
+            throughput_table(results["throughput"]),
+            "",
+        ]
+    if results.get("slow"):
+        kinds = ", ".join(KIND_BY_KEY[k].label for k in results["slow"])
+        parts += [
+            f"## 2. Concurrent slow streams: one event every {mode['slow_interval'] * 1000:g} ms",
+            "",
+            f"Server {kinds}; {mode['slow_reps']} runs per cell, "
+            f"{'a fresh server process per run' if mode['slow_fresh_server'] else 'shared server processes'}; "
+            f"measured over {mode['slow_duration']:g} s after all streams are open and {mode['slow_warmup']:g} s of warm-up. "
+            "Lateness: arrival at the client minus the event's due time; events not arrived 1 s after "
+            "the window count as infinitely late (*missing*). Server CPU in % of one core.",
+            "",
+            *(slow_table({k: v}) + "\n" for k, v in results["slow"].items()),
+        ]
+    if results.get("disconnect"):
+        kinds = ", ".join(KIND_BY_KEY[k].label for k in results["disconnect"])
+        parts += [
+            "## 3. Client disconnect → generator closed",
+            "",
+            f"Server {kinds}. The generator yields a token, then blocks for the step "
+            "(`await asyncio.sleep` / `time.sleep`); the client closes the socket 10–90 % of the way into "
+            f"the step. Pooled over {mode['disconnect_reps']} rounds of {mode['disconnect_trials']} trials per row. "
+            "*Closed after the step ended*: how long after the blocking step returned the generator's "
+            "`finally` ran (for generators that were not closed earlier).",
+            "",
+            disconnect_table(results["disconnect"], mode["disconnect_timeout"]),
+            "",
+        ]
+    if results.get("ttfb"):
+        parts += [
+            "## 4. Time to first byte",
+            "",
+            f"{mode['ttfb_requests']} sequential requests on one kept-alive connection per run, "
+            f"{mode['reps']} runs; request written → first byte of the first event received.",
+            "",
+            ttfb_table(results["ttfb"]),
+            "",
+        ]
+    parts += ["![chart](chart.png)", ""]
+    return "\n".join(parts)
+
+
+def chart(results: dict[str, Any], path: Path) -> None:
+    """A PNG with one panel per workload."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [t.key for t in TARGETS]
+    colors = dict(zip(keys, ["#777777", "#4c72b0", "#dd8452", "#55a868", "#8172b3"]))
+    fig, axes = plt.subplots(2, 3, figsize=(18, 10))
+    meta = results["meta"]
+    fig.suptitle(f"asgi-stream benchmarks — {meta['date']} — {meta['machine']['cpu']} — mode {meta['mode']['name']}")
+
+    def bars(ax: Any, groups: list[str], getter: Callable[[str, str], dict[str, Any] | None], title: str, ylabel: str, log: bool = False) -> None:
+        width = 0.8 / len(keys)
+        for i, key in enumerate(keys):
+            xs, ys, lo, hi = [], [], [], []
+            for g, group in enumerate(groups):
+                s = getter(group, key)
+                if s is None or s["median"] is None or math.isinf(s["median"]):
+                    continue
+                xs.append(g + (i - (len(keys) - 1) / 2) * width)
+                ys.append(s["median"])
+                lo.append(s["median"] - s["min"])
+                hi.append(s["max"] - s["median"])
+            if xs:
+                ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, color=colors[key], label=label(key))
+        ax.set_xticks(range(len(groups)))
+        ax.set_xticklabels(groups, fontsize=8)
+        ax.set_title(title, fontsize=10)
+        ax.set_ylabel(ylabel)
+        if log:
+            ax.set_yscale("log")
+        ax.grid(axis="y", alpha=0.3)
+
+    tp = results.get("throughput", {})
+    bars(axes[0][0], list(tp), lambda g, k: spread(tp[g].get(k, []), "events_per_s") if k in tp[g] else None, "1. one fast stream: events/s", "events/s", log=True)
+    axes[0][0].legend(fontsize=8)
+    slow = results.get("slow", {})
+    slow_groups = [(kind, n) for kind, per_n in slow.items() for n in per_n]
+    names = [f"{int(n):,} streams" for _, n in slow_groups]
+    lookup = dict(zip(names, slow_groups))
+
+    def slow_get(metric: str) -> Callable[[str, str], dict[str, Any] | None]:
+        def get(g: str, k: str) -> dict[str, Any] | None:
+            kind, n = lookup[g]
+            recs = slow[kind][n].get(k)
+            return spread(recs, metric) if recs else None
+
+        return get
+
+    bars(axes[0][1], names, slow_get("p99_ms"), "2. slow streams: p99 lateness", "ms", log=True)
+    bars(axes[0][2], names, lambda g, k: _scaled(slow_get("server_cpu")(g, k), 100), "2. slow streams: server CPU", "% of one core")
+    bars(axes[1][0], names, slow_get("rss_mb"), "2. slow streams: peak server RSS", "MB")
+    disc = [r for recs in results.get("disconnect", {}).values() for r in disconnect_rows(recs)]
+    dgroups = sorted({(r["generator"], r["block"]) for r in disc})
+    dnames = [f"{g} gen, {b:g} s step" for g, b in dgroups]
+    dlookup = dict(zip(dnames, dgroups))
+
+    def disc_get(g: str, k: str) -> dict[str, Any] | None:
+        gen, block = dlookup[g]
+        row = next((r for r in disc if r["target"] == k and r["generator"] == gen and r["block"] == block), None)
+        if row is None or row["closed_p99_ms"] is None or math.isinf(row["closed_p99_ms"]):
+            return None
+        v = max(row["closed_p99_ms"], 0.01)
+        return {"median": v, "min": v, "max": v}
+
+    bars(axes[1][1], dnames, disc_get, "3. disconnect → generator closed, p99 (missing bar: not closed in time)", "ms", log=True)
+    tt = results.get("ttfb", {})
+    bars(axes[1][2], list(tt), lambda g, k: spread(tt[g].get(k, []), "p50_us") if k in tt[g] else None, "4. time to first byte, p50", "µs")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _scaled(s: dict[str, Any] | None, factor: float) -> dict[str, Any] | None:
+    if s is None or s["median"] is None:
+        return s
+    return {k: (v * factor if isinstance(v, float) else v) for k, v in s.items()}
+
+
+def write(results: dict[str, Any], out: Path) -> None:
+    """Write results.json, results.md and chart.png into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    results = dict(results)
+    results["goals"] = goals(results)
+    (out / "results.json").write_text(json.dumps(_clean(results), indent=1, allow_nan=False) + "\n")
+    (out / "results.md").write_text(markdown(results))
+    chart(results, out / "chart.png")
+
+
+def _clean(value: Any) -> Any:
+    """JSON has no infinity or NaN: write them as the strings "inf" and "nan"."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
