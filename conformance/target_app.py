@@ -24,7 +24,9 @@ Endpoints (all GET, HEAD too):
 
 from __future__ import annotations
 
+import base64
 import itertools
+import random
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -47,6 +49,9 @@ MULTILINE = "line one\nline two\r\nline three"
 
 _anon = itertools.count(1)
 registry = Registry()
+#: Incompressible (base64 of seeded random bytes) padding, so a compressing proxy cannot
+#: shrink large tokens: bytes produced and bytes on the wire stay comparable.
+_FILLER = base64.b64encode(random.Random(7).randbytes(96 * 1024)).decode()
 
 
 class BadParam(ValueError):
@@ -54,9 +59,15 @@ class BadParam(ValueError):
 
 
 def token_text(i: int, size: int = 0) -> str:
-    """The i-th token of a stream (padded with dots to ``size`` bytes)."""
+    """The i-th token of a stream (padded to ``size`` bytes with incompressible text)."""
     text = f"t{i:03d} "
-    return text + "." * (size - len(text)) if size > len(text) else text
+    if size <= len(text):
+        return text
+    pad = size - len(text)
+    if pad > len(_FILLER):
+        return text + (_FILLER * (pad // len(_FILLER) + 1))[:pad]
+    start = (i * 997) % (len(_FILLER) - pad + 1)
+    return text + _FILLER[start : start + pad]
 
 
 def expected_tokens(n: int, size: int = 0) -> list[str]:

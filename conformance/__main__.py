@@ -1,0 +1,104 @@
+"""``python -m conformance`` / ``asgi-stream-conformance``: run the suite, print the table."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from .cases import CASES, Timing
+from .report import render, to_json
+from .runner import run_suite
+from .targets import TARGETS, external_target
+
+
+def _csv(value: str) -> list[str]:
+    return [x.strip() for x in value.split(",") if x.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface."""
+    p = argparse.ArgumentParser(
+        prog="python -m conformance",
+        description="Raw-wire HTTP/1.1 + HTTP/2 conformance suite for token streaming. By default it starts "
+        "its own targets (uvicorn, hypercorn h1/h2c/TLS/trio, nginx) on loopback; --url checks an "
+        "external SSE/NDJSON endpoint instead.",
+    )
+    p.add_argument("--targets", type=_csv, help=f"comma-separated targets (default all): {', '.join(TARGETS)}")
+    p.add_argument("--cases", type=_csv, help="comma-separated case names (default all; see --list)")
+    p.add_argument("--list", action="store_true", help="list the cases and targets, then exit")
+    p.add_argument("--json", action="store_true", help="print the machine-readable report instead of the table")
+    p.add_argument("-v", "--verbose", action="store_true", help="also print the evidence of passing cases")
+    p.add_argument("--strict", action="store_true",
+                   help="also exit non-zero for diagnosed server/proxy faults")
+    p.add_argument("--jobs", type=int, default=4, help="cases run at once (default 4)")
+    p.add_argument("--scale", type=float, default=1.0,
+                   help="multiply every interval, budget and bound (e.g. 2 on a loaded machine)")
+    ext = p.add_argument_group("external endpoint")
+    ext.add_argument("--url", help="check this SSE/NDJSON URL instead of the built-in targets")
+    ext.add_argument("--h2", action="store_true", help="speak HTTP/2 to --url (prior knowledge for http://, ALPN for https://)")
+    ext.add_argument("-X", "--method", default=None, help="request method for --url (default GET, POST with --data)")
+    ext.add_argument("-d", "--data", default=None, help="request body for --url (e.g. a JSON prompt)")
+    ext.add_argument("-H", "--header", action="append", default=[], metavar="NAME: VALUE",
+                     help="extra request header for --url (repeatable)")
+    ext.add_argument("-k", "--insecure", action="store_true", help="do not verify the --url TLS certificate")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status (1 when a case fails, or with --strict a server fault
+    was diagnosed; 2 on usage errors)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.list:
+        for c in CASES.values():
+            print(f"{c.name:26} [{'/'.join(sorted(c.protocols))}] {c.title}")
+        print("\ntargets:", ", ".join(TARGETS))
+        return 0
+    if args.cases:
+        unknown = [c for c in args.cases if c not in CASES]
+        if unknown:
+            parser.error(f"unknown case(s) {', '.join(unknown)}; see --list")
+    if args.targets:
+        unknown = [t for t in args.targets if t not in TARGETS]
+        if unknown:
+            parser.error(f"unknown target(s) {', '.join(unknown)}; known: {', '.join(TARGETS)}")
+    if args.scale <= 0 or args.jobs < 1:
+        parser.error("--scale must be > 0 and --jobs >= 1")
+    timing = Timing(scale=args.scale)
+    prebuilt = []
+    targets = args.targets
+    if args.url:
+        headers = []
+        for h in args.header:
+            name, sep, value = h.partition(":")
+            if not sep or not name.strip():
+                parser.error(f"--header must look like 'Name: value', got {h!r}")
+            headers.append((name.strip().lower(), value.strip()))
+        body = args.data.encode() if args.data is not None else b""
+        method = args.method or ("POST" if args.data is not None else "GET")
+        try:
+            prebuilt.append(external_target(args.url, h2=args.h2, method=method, body=body, headers=headers,
+                                            insecure=args.insecure))
+        except ValueError as exc:
+            parser.error(str(exc))
+        targets = args.targets or []
+    elif args.h2 or args.data or args.header or args.method:
+        parser.error("--h2, --data, --header and --method apply to --url only")
+
+    def progress(result: object) -> None:
+        if not args.json:
+            sys.stderr.write(".")
+            sys.stderr.flush()
+
+    suite = run_suite(targets, args.cases, timing=timing, jobs=args.jobs, prebuilt=prebuilt, progress=progress)
+    if not args.json:
+        sys.stderr.write("\n")
+        print(render(suite, verbose=args.verbose))
+    else:
+        print(to_json(suite))
+    return 1 if suite.failed or (args.strict and suite.faults) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

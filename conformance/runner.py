@@ -1,0 +1,204 @@
+"""Run cases against targets: start the targets, run every (case, target) pair on a
+small thread pool, stop the targets, return the results."""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from .cases import CASES, Case, CaseContext, Fail, Result, ServerFault, Skip, Timing
+from .cases.base import FAULT_SERVER, FAULT_TARGET
+from .clients import H1Error, H2Error
+from .targets import DEFAULT_APP, TARGETS, Target, TargetFailed, TargetUnavailable, start_target
+
+Progress = Callable[[Result], None]
+
+
+@dataclass(slots=True)
+class TargetInfo:
+    """A target as the report shows it."""
+
+    name: str
+    server: str = ""
+    status: str = "ok"  # "ok", "unavailable", "failed"
+    reason: str = ""
+
+
+@dataclass(slots=True)
+class SuiteResult:
+    """Everything one run produced."""
+
+    targets: list[TargetInfo]
+    cases: list[Case]
+    results: list[Result]
+    duration: float = 0.0
+    timing: Timing = field(default_factory=Timing)
+
+    @property
+    def failed(self) -> list[Result]:
+        """The failing results."""
+        return [r for r in self.results if r.status == "fail"]
+
+    @property
+    def faults(self) -> list[Result]:
+        """Diagnosed faults of a server or proxy (the app did its part)."""
+        return [r for r in self.results if r.status == "fault"]
+
+    def get(self, case: str, target: str) -> Result | None:
+        """The result of one pair."""
+        for r in self.results:
+            if r.case == case and r.target == target:
+                return r
+        return None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        counts: dict[str, int] = {}
+        for r in self.results:
+            counts[r.status] = counts.get(r.status, 0) + 1
+        return {
+            "ok": not self.failed,
+            "server_faults": len(self.faults),
+            "duration": round(self.duration, 2),
+            "counts": counts,
+            "timing": {"scale": self.timing.scale, "interval": self.timing.interval},
+            "targets": [{"name": t.name, "server": t.server, "status": t.status, "reason": t.reason} for t in self.targets],
+            "cases": [{"name": c.name, "title": c.title} for c in self.cases],
+            "results": [r.as_dict() for r in self.results],
+        }
+
+
+def run_case(case: Case, target: Target, timing: Timing) -> Result:
+    """Run one case on one target (with one retry for timing cases), never raising."""
+    reason = case.applies(target)
+    if reason == "n/a":
+        return Result(case.name, target.name, "n/a")
+    if reason is not None:
+        return Result(case.name, target.name, "skip", reason)
+    attempts = 2 if case.timing else 1
+    result = Result(case.name, target.name, "fail")
+    for attempt in range(1, attempts + 1):
+        result = _attempt(case, target, timing)
+        result.attempts = attempt
+        if result.status != "fail":
+            break
+    return result
+
+
+def _attempt(case: Case, target: Target, timing: Timing) -> Result:
+    ctx = CaseContext(target=target, timing=timing, case_name=case.name)
+    t0 = time.monotonic()
+    try:
+        evidence = case.run(ctx)
+        result = Result(case.name, target.name, "pass", evidence)
+    except Skip as exc:
+        result = Result(case.name, target.name, "skip", str(exc))
+    except ServerFault as exc:
+        result = Result(case.name, target.name, "fault", exc.evidence, exc.fault)
+    except Fail as exc:
+        result = Result(case.name, target.name, "fail", exc.evidence, exc.fault, details=exc.details)
+    except (H1Error, H2Error) as exc:
+        result = Result(case.name, target.name, "fail", f"{type(exc).__name__}: {exc}", FAULT_SERVER)
+    except Exception as exc:  # noqa: BLE001 - a broken case must not stop the suite
+        tb = traceback.format_exc(limit=3)
+        result = Result(case.name, target.name, "fail", f"{type(exc).__name__}: {exc}", FAULT_TARGET,
+                        details={"traceback": tb})
+    result.duration = time.monotonic() - t0
+    dead = target.alive()
+    if dead is not None:
+        result.status = "fail"
+        result.fault = FAULT_SERVER
+        result.evidence = f"server died: {dead}; {result.evidence}"
+    return result
+
+
+def _start_all(names: Sequence[str], app: str, env: dict[str, str] | None) -> tuple[dict[str, Target], list[TargetInfo]]:
+    started: dict[str, Target] = {}
+    infos: dict[str, TargetInfo] = {n: TargetInfo(n) for n in names}
+    lock = threading.Lock()
+
+    def start(name: str) -> None:
+        try:
+            t = start_target(name, app, env=env)
+        except TargetUnavailable as exc:
+            infos[name].status, infos[name].reason = "unavailable", str(exc)
+            return
+        except Exception as exc:  # noqa: BLE001 - reported as the target's failure
+            infos[name].status, infos[name].reason = "failed", f"{type(exc).__name__}: {exc}"
+            return
+        infos[name].server = t.server
+        with lock:
+            started[name] = t
+
+    threads = [threading.Thread(target=start, args=(n,)) for n in names]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return started, [infos[n] for n in names]
+
+
+def run_suite(
+    targets: Sequence[str] | None = None,
+    cases: Sequence[str] | None = None,
+    *,
+    timing: Timing | None = None,
+    jobs: int = 4,
+    app: str = DEFAULT_APP,
+    env: dict[str, str] | None = None,
+    prebuilt: Sequence[Target] = (),
+    progress: Progress | None = None,
+) -> SuiteResult:
+    """Start the named targets (default: all), run the cases (default: all), stop them.
+
+    ``prebuilt`` targets (e.g. an external URL) are used as they are and not stopped.
+    """
+    timing = timing or Timing()
+    t0 = time.monotonic()
+    names = list(TARGETS) if targets is None else list(targets)
+    for n in names:
+        if n not in TARGETS:
+            raise ValueError(f"unknown target {n!r}; known: {', '.join(TARGETS)}")
+    selected = [CASES[c] for c in (cases if cases is not None else CASES)]
+    started, infos = _start_all(names, app, env) if names else ({}, [])
+    all_targets: list[Target] = list(prebuilt) + [started[i.name] for i in infos if i.name in started]
+    infos = [TargetInfo(t.name, t.server) for t in prebuilt] + infos
+    results: list[Result] = []
+    heavy = threading.Lock()
+    try:
+        for info in infos:
+            if info.status == "ok":
+                continue
+            for c in selected:
+                status = "skip" if info.status == "unavailable" else "fail"
+                fault = None if status == "skip" else FAULT_SERVER
+                results.append(Result(c.name, info.name, status, f"target {info.status}: {info.reason}", fault))
+
+        def job(pair: tuple[Case, Target]) -> Result:
+            c, t = pair
+            if c.heavy and c.applies(t) is None:
+                with heavy:
+                    r = run_case(c, t, timing)
+            else:
+                r = run_case(c, t, timing)
+            if progress is not None:
+                progress(r)
+            return r
+
+        pairs = [(c, t) for t in all_targets for c in selected]
+        # Interleave targets so concurrent jobs hit different servers.
+        pairs.sort(key=lambda p: (selected.index(p[0]), all_targets.index(p[1])))
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            results += list(pool.map(job, pairs))
+    finally:
+        for t in started.values():
+            t.stop()
+    order_c = {c.name: i for i, c in enumerate(selected)}
+    order_t = {t.name: i for i, t in enumerate(infos)}
+    results.sort(key=lambda r: (order_c.get(r.case, 0), order_t.get(r.target, 0)))
+    return SuiteResult(infos, selected, results, time.monotonic() - t0, timing)
