@@ -26,6 +26,8 @@ class CancelReason(str, enum.Enum):
     SEND_TIMEOUT = "send_timeout"
     BUFFER_OVERFLOW = "buffer_overflow"
     SHUTDOWN = "shutdown"
+    #: A resumable stream's client did not come back within the resume grace period.
+    ABANDONED = "abandoned"
     ERROR = "error"
     APPLICATION = "application"
 
@@ -115,6 +117,22 @@ class CancelToken:
     def __repr__(self) -> str:
         state = f"cancelled ({self._reason.value})" if self._reason else "active"
         return f"<CancelToken {state}>"
+
+
+def on_loop(action: Callable[[CancelReason], object]) -> Callable[[CancelToken], None]:
+    """A token callback that calls ``action(reason)`` on the current event loop, whatever
+    thread sets the token (BUFFER_OVERFLOW is left to the failing source)."""
+    loop = anyio.lowlevel.current_token()
+
+    def on_set(token: CancelToken) -> None:
+        if token.reason is CancelReason.BUFFER_OVERFLOW:
+            return  # an overflowing source raises BufferOverflowError: the stream fails in band
+        try:
+            loop.backend_class.run_sync_soon(action, (token.reason or CancelReason.APPLICATION,), loop.native_token)
+        except Exception:  # the loop has finished: nothing left to cancel
+            pass
+
+    return on_set
 
 
 class StreamCancelled(Exception):

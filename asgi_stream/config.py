@@ -45,6 +45,8 @@ class StreamConfig:
     close_timeout: float = 5.0
     block_warning: float | None = 0.5
     anti_buffering: bool = True
+    resumable: bool = False
+    resume_grace: float = 30.0
     error_payload: ErrorPayload = default_error_payload
     on_start: Hook | None = None
     on_end: Hook | None = None
@@ -57,6 +59,8 @@ class StreamConfig:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ValueError(f"{name} must be > 0 seconds or None, got {value!r}")
+        if not self.resume_grace >= 0:
+            raise ValueError(f"resume_grace must be >= 0 seconds, got {self.resume_grace!r}")
         if not self.shutdown_grace >= 0:
             raise ValueError(f"shutdown_grace must be >= 0 seconds, got {self.shutdown_grace!r}")
         if not (isinstance(self.max_buffer, int) and self.max_buffer > 0):

@@ -25,7 +25,7 @@ from .errors import StreamError
 from .framing import Framer
 from .record import Outcome
 from .stream import Stream
-from .threads import SyncIteratorDriver
+from .source import TokenSource
 
 logger = logging.getLogger("asgi_stream")
 
@@ -42,9 +42,7 @@ class TokenPump(Stream):
         super().__init__(keepalive_bytes=framer.keepalive, **kwargs)
         self.framer = framer
         self.end = end
-        self.source = source
-        self.driver: SyncIteratorDriver | None = None
-        self._agen: Any = None
+        self.source = TokenSource(source, name=self.describe(), close_timeout=self.config.close_timeout)
 
     async def run(self, *, head: bool = False) -> None:
         """Stream the source; returns when the stream is over (completed, cancelled or
@@ -64,7 +62,7 @@ class TokenPump(Stream):
             self.server_cancelled()
             raise
         finally:
-            await self._close_source()
+            await self.source.aclose()
             if not self.finished:
                 with anyio.CancelScope(shield=True):
                     await self.finish_record(self.outcome_for_cancel())
@@ -73,7 +71,7 @@ class TokenPump(Stream):
                 dog.discard(self)
 
     async def _run(self) -> None:
-        anext = self._open_source()
+        anext = self.source.next
         error: BaseException | None = None
         with anyio.CancelScope() as scope:
             self.cancel_scope = scope
@@ -87,43 +85,6 @@ class TokenPump(Stream):
             await self._end_cancelled()
         elif error is not None:
             await self._fail(error)
-
-    # ------------------------------------------------------------ source handling
-    def _open_source(self) -> Callable[[], Awaitable[Any]]:
-        source = self.source
-        if hasattr(source, "__anext__"):
-            self._agen = source
-            return source.__anext__
-        if hasattr(source, "__aiter__"):
-            self._agen = source.__aiter__()
-            return self._agen.__anext__
-        self.driver = SyncIteratorDriver(source, name=self.describe())
-        return self.driver.next
-
-    async def _close_source(self) -> None:
-        """Close the generator and wait (up to ``close_timeout``) until it is closed, so
-        its ``finally`` blocks have run before the request ends. A sync generator is
-        closed by its worker thread right after its current ``next()`` returns."""
-        with anyio.CancelScope(shield=True) as scope:
-            scope.deadline = anyio.current_time() + self.config.close_timeout
-            if self.driver is not None:
-                self.driver.close_soon()
-                await self.driver.wait_closed()
-            else:
-                agen = self._agen if self._agen is not None else self.source
-                aclose = getattr(agen, "aclose", None)
-                if aclose is None:
-                    return
-                try:
-                    await aclose()
-                except Exception:
-                    logger.exception("asgi_stream: closing the generator of %s raised", self.describe())
-        if scope.cancelled_caught:
-            logger.error(
-                "asgi_stream: the generator of %s did not finish closing within %.1f s",
-                self.describe(),
-                self.config.close_timeout,
-            )
 
     # ------------------------------------------------------------ the pump
     async def _pump(self, anext: Callable[[], Awaitable[Any]]) -> None:
@@ -270,6 +231,24 @@ class TokenPump(Stream):
             with anyio.move_on_after(1.0):
                 await self.send_body(b"", more_body=False)
         await self.finish_record(self.outcome_for_cancel())
+
+
+async def drive(
+    pump: TokenPump, tg: Any, hub: Any, *, head: bool = False, on_start: Any = None
+) -> None:
+    """Run a pump with its guard task in ``tg``: hooks, disconnect and token wiring."""
+    pump.task_group = tg
+    hub.on_disconnect(pump._on_hub_disconnect)
+    pump.token.add_callback(pump.token_callback())
+    for hook in (pump.config.on_start, on_start):
+        if hook is not None:
+            pump.run_hook(hook, "on_start")
+    if not head:
+        tg.start_soon(pump.guard.run)
+    try:
+        await pump.run(head=head)
+    finally:
+        pump.guard.stop()
 
 
 def is_token_source(content: object) -> bool:

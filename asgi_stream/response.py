@@ -16,7 +16,7 @@ from .config import UNSET, Hook, StreamConfig
 from .framing import make_framer
 from .headers import stream_headers
 from .negotiate import FORMATS, Format, media_type_for, negotiate
-from .pump import TokenPump, is_token_source
+from .pump import TokenPump, drive, is_token_source
 from .receive import ReceiveHub
 from .record import StreamRecord
 from .scope import CTX_KEY, collapse_excgroups, endpoint_name, full_path
@@ -147,31 +147,16 @@ class TokenStream(Response):
         else:
             with collapse_excgroups():
                 async with anyio.create_task_group() as tg:
-                    await self._run_pump(tg, pump, hub, head, on_start)
+                    await drive(pump, tg, hub, head=head, on_start=on_start)
         if self.background is not None:
             await self.background()
 
     async def _run_in_context(self, ctx: Any, pump: TokenPump, hub: ReceiveHub, head: bool, on_start: Hook | None) -> None:
         ctx.attach(pump)
         try:
-            await self._run_pump(ctx.tg, pump, hub, head, on_start)
+            await drive(pump, ctx.tg, hub, head=head, on_start=on_start)
         finally:
             ctx.detach(pump)
-
-    @staticmethod
-    async def _run_pump(tg: Any, pump: TokenPump, hub: ReceiveHub, head: bool, on_start: Hook | None) -> None:
-        pump.task_group = tg
-        hub.on_disconnect(pump._on_hub_disconnect)
-        pump.token.add_callback(pump.token_callback())
-        for hook in (pump.config.on_start, on_start):
-            if hook is not None:
-                pump.run_hook(hook, "on_start")
-        if not head:
-            tg.start_soon(pump.guard.run)
-        try:
-            await pump.run(head=head)
-        finally:
-            pump.guard.stop()
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

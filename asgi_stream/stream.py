@@ -8,7 +8,6 @@ cancel scope and token, the record, and the hooks.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
 import time
@@ -20,10 +19,11 @@ import anyio.abc
 import anyio.lowlevel
 
 from ._types import Send
-from .cancel import CancelReason, CancelToken
+from .cancel import CancelReason, CancelToken, on_loop
 from .config import Hook, StreamConfig
 from .flush import Batch, Coalesce
 from .guard import Guard
+from .hooks import call_hook, run_end_hooks
 from .receive import ReceiveHub
 from .record import Outcome, StreamRecord
 
@@ -230,19 +230,7 @@ class Stream:
     def token_callback(self) -> Callable[[CancelToken], None]:
         """A CancelToken callback that ends this stream when the application (from any
         thread) sets the token; it hops to the event loop to do so."""
-        loop = anyio.lowlevel.current_token()
-
-        def on_set(token: CancelToken) -> None:
-            if self.finished or self._cancelled or token.reason is CancelReason.BUFFER_OVERFLOW:
-                return  # an overflowing source raises BufferOverflowError: the stream fails in band
-            try:
-                loop.backend_class.run_sync_soon(
-                    self.cancel, (token.reason or CancelReason.APPLICATION,), loop.native_token
-                )
-            except Exception:  # the loop has finished: nothing left to cancel
-                pass
-
-        return on_set
+        return on_loop(self.cancel)
 
     @property
     def cancelled(self) -> bool:
@@ -256,25 +244,7 @@ class Stream:
     # ----------------------------------------------------------------- hooks
     def run_hook(self, hook: Hook, name: str) -> None:
         """Call a hook now; an async hook runs as a task. Errors are logged, never raised."""
-        try:
-            result = hook(self.record)
-        except Exception:
-            logger.exception("asgi_stream: %s hook %r failed", name, hook)
-            return
-        if inspect.isawaitable(result):
-            if self.task_group is not None:
-                self.task_group.start_soon(self._await_hook, result, name)
-            else:
-                result.close() if inspect.iscoroutine(result) else None
-                logger.error("asgi_stream: async %s hook cannot run outside a task group", name)
-
-    @staticmethod
-    async def _await_hook(result: Awaitable[Any], name: str) -> None:
-        with anyio.CancelScope(shield=True):
-            try:
-                await result
-            except Exception:
-                logger.exception("asgi_stream: %s hook failed", name)
+        call_hook(hook, self.record, self.task_group, name)
 
     async def finish_record(self, outcome: Outcome, error: BaseException | None = None) -> None:
         """Close the record with its outcome and run ``on_end`` hooks."""
@@ -284,18 +254,7 @@ class Stream:
         rec.ended_at = time.monotonic()
         rec.outcome = outcome
         rec.error = error
-        for hook in self.end_hooks():
-            try:
-                result = hook(rec)
-                if inspect.isawaitable(result):
-                    with anyio.CancelScope(shield=True):
-                        await result
-            except Exception:
-                logger.exception("asgi_stream: on_end hook %r failed", hook)
-
-    def end_hooks(self) -> list[Hook]:
-        """The ``on_end`` hooks to call (middleware-wide, then per stream)."""
-        return self._end_hooks
+        await run_end_hooks(self._end_hooks, rec)
 
     def add_end_hook(self, hook: Hook) -> None:
         """Also call ``hook(record)`` when the stream ends (per-stream ``on_end``)."""
