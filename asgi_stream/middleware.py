@@ -19,6 +19,9 @@ from .config import DEFAULT_STREAM_MEDIA_TYPES, UNSET, StreamConfig
 from .passthrough import Passthrough, media_type_of
 from .receive import ReceiveHub
 from .record import StreamRecord
+from .resume.memory import MemoryStore
+from .resume.replay import cursor_of, serve_resume
+from .resume.store import ReplayStore
 from .scope import CTX_KEY, collapse_excgroups, endpoint_name, full_path
 from .stream import Stream
 
@@ -49,6 +52,9 @@ class StreamMiddleware:
         close_timeout: float = 5.0,
         block_warning: float | None = 0.5,
         anti_buffering: bool = True,
+        resumable: bool = False,
+        resume_store: ReplayStore | None = None,
+        resume_grace: float = 30.0,
         error_payload: Any = UNSET,
         on_start: Any = None,
         on_end: Any = None,
@@ -67,12 +73,16 @@ class StreamMiddleware:
             close_timeout=close_timeout,
             block_warning=block_warning,
             anti_buffering=anti_buffering,
+            resumable=resumable,
+            resume_grace=resume_grace,
             error_payload=error_payload,
             on_start=on_start,
             on_end=on_end,
             on_cancel=on_cancel,
         )
         self.stream_media_types = frozenset(m.lower() for m in stream_media_types)
+        #: Where resumable streams are kept (created on first use when not given).
+        self.resume_store: ReplayStore | None = resume_store if resume_store is not None else (MemoryStore() if resumable else None)
         self.handle_signals = handle_signals
         #: Streams in flight (for shutdown drain and introspection).
         self.active: weakref.WeakSet[Stream] = weakref.WeakSet()
@@ -93,10 +103,30 @@ class StreamMiddleware:
             self._register()
         ctx = RequestContext(self, scope, receive, send)
         scope[CTX_KEY] = ctx
+        cursor = cursor_of(scope) if self.resume_store is not None else None
         with collapse_excgroups():
             async with anyio.create_task_group() as tg:
                 ctx.tg = tg
-                await ctx.run_app(self.app)
+                if cursor is not None:
+                    ctx.mode = _TOKEN
+                    await serve_resume(
+                        store=self.resume_store,
+                        stream_id=cursor[0],
+                        after=cursor[1],
+                        config=self.config,
+                        scope=scope,
+                        hub=ctx.hub,
+                        send=send,
+                        tg=tg,
+                    )
+                else:
+                    await ctx.run_app(self.app)
+
+    def replay_store(self) -> ReplayStore:
+        """The replay store for resumable streams (a MemoryStore unless one was given)."""
+        if self.resume_store is None:
+            self.resume_store = MemoryStore()
+        return self.resume_store
 
     # ------------------------------------------------------------ shutdown
     def _register(self) -> None:
@@ -218,6 +248,13 @@ class RequestContext:
         mw.active.add(stream)
         if mw.draining:
             stream.begin_drain(mw.config.shutdown_grace)
+
+    def attach_producer(self, producer: Any) -> None:
+        """Register a resumable stream's producer for shutdown drain."""
+        mw = self.middleware
+        mw.active.add(producer)
+        if mw.draining:
+            producer.begin_drain(mw.config.shutdown_grace)
 
     def detach(self, stream: Stream) -> None:
         """The stream is over."""

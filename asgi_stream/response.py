@@ -19,6 +19,7 @@ from .negotiate import FORMATS, Format, media_type_for, negotiate
 from .pump import TokenPump, drive, is_token_source
 from .receive import ReceiveHub
 from .record import StreamRecord
+from .resume.replay import RESUMABLE_FORMATS, run_resumable
 from .scope import CTX_KEY, collapse_excgroups, endpoint_name, full_path
 
 _DEFAULT_CONFIG = StreamConfig()
@@ -45,6 +46,10 @@ class TokenStream(Response):
             ``"[DONE]"`` for OpenAI-style clients).
         on_start / on_end / on_cancel: per-stream hooks, called in addition to the
             middleware's; each receives the :class:`~asgi_stream.StreamRecord`.
+        resumable: keep the stream's events in the middleware's replay store so a client
+            can resume with ``Last-Event-ID`` (SSE and NDJSON); the generator then runs
+            decoupled from the connection for ``resume_grace`` seconds after the client
+            leaves. Needs StreamMiddleware.
         name: a label for logs and metrics (default: the endpoint's name).
     """
 
@@ -62,6 +67,7 @@ class TokenStream(Response):
         send_timeout: float | None = UNSET,
         max_buffer: int = UNSET,
         anti_buffering: bool = UNSET,
+        resumable: bool = UNSET,
         on_start: Hook | None = None,
         on_end: Hook | None = None,
         on_cancel: Hook | None = None,
@@ -88,6 +94,7 @@ class TokenStream(Response):
             "send_timeout": send_timeout,
             "max_buffer": max_buffer,
             "anti_buffering": anti_buffering,
+            "resumable": resumable,
         }
         self._hooks = (on_start, on_end, on_cancel)
         self.init_headers(headers)
@@ -118,6 +125,43 @@ class TokenStream(Response):
         # With nothing between the middleware and this response, write straight to the
         # server's send: one call less per token.
         direct = ctx.raw_send if ctx is not None and send is ctx.send else send
+        raw_headers = stream_headers(
+            self.raw_headers,
+            content_type=framer.content_type,
+            anti_buffering=config.anti_buffering,
+            vary_accept=negotiated,
+            identity_encoding=fmt != "sse",
+        )
+        on_start, on_end, on_cancel = self._hooks
+        head = scope.get("method") == "HEAD"
+        if config.resumable and fmt in RESUMABLE_FORMATS and not head:
+            if ctx is None:
+                raise RuntimeError(
+                    "TokenStream(resumable=True) needs StreamMiddleware: resumes are answered "
+                    "by the middleware before any endpoint runs"
+                )
+            await run_resumable(
+                store=ctx.middleware.replay_store(),
+                content=self.content,
+                framer=framer,
+                media_type=media,
+                config=config,
+                record=record,
+                token=self.cancel_token,
+                end=self.end,
+                end_hooks=[h for h in (config.on_end, on_end) if h is not None],
+                cancel_hooks=[h for h in (config.on_cancel, on_cancel) if h is not None],
+                scope=scope,
+                hub=hub,
+                send=direct,
+                status=self.status_code,
+                raw_headers=raw_headers,
+                tg=ctx.tg,
+                drain=ctx.attach_producer,
+            )
+            if self.background is not None:
+                await self.background()
+            return
         pump = TokenPump(
             source=self.content,
             framer=framer,
@@ -129,19 +173,11 @@ class TokenStream(Response):
             send=direct,
         )
         pump.status = self.status_code
-        pump.raw_headers = stream_headers(
-            self.raw_headers,
-            content_type=framer.content_type,
-            anti_buffering=config.anti_buffering,
-            vary_accept=negotiated,
-            identity_encoding=fmt != "sse",
-        )
-        on_start, on_end, on_cancel = self._hooks
+        pump.raw_headers = raw_headers
         if on_end is not None:
             pump.add_end_hook(on_end)
         if on_cancel is not None:
             pump.add_cancel_hook(on_cancel)
-        head = scope.get("method") == "HEAD"
         if ctx is not None:
             await self._run_in_context(ctx, pump, hub, head, on_start)
         else:

@@ -1,0 +1,111 @@
+"""The replay store protocol: where a resumable stream's events live.
+
+A stream is written by exactly one producer (the worker running its generator) and
+read by any number of consumers, on any worker that reaches the same store. Events are
+framed bytes keyed by a sequence number starting at 1. Every store is bounded: events
+and bytes kept per stream (oldest dropped first) and a TTL once the stream finished.
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..errors import StreamError
+
+
+class ResumeError(StreamError):
+    """A resume request cannot be served."""
+
+
+class StreamNotFound(ResumeError):
+    """No such stream: unknown id, expired, or evicted."""
+
+
+class ResumeGap(ResumeError):
+    """The events after the cursor are no longer kept (the stream exceeded its bounds)."""
+
+
+class StoreUnavailable(ResumeError):
+    """The store cannot be reached (e.g. Redis is down)."""
+
+
+@dataclass
+class StreamMeta:
+    """What a consumer needs to answer a resume like the original response."""
+
+    format: str
+    media_type: str
+    content_type: str
+    method: str
+    path: str
+    created: float = field(default_factory=time.time)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values, for stores that serialise."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StreamMeta:
+        """The inverse of :meth:`to_dict` (unknown keys ignored)."""
+        names = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds of every stream in a store."""
+
+    #: Events kept per stream (the oldest are dropped beyond it).
+    max_events: int = 10_000
+    #: Bytes of events kept per stream (the oldest are dropped beyond it).
+    max_bytes: int = 4 << 20
+    #: Seconds a finished stream stays resumable.
+    ttl: float = 300.0
+    #: Seconds an unfinished stream stays if its producer vanished (crashed worker).
+    running_ttl: float = 3600.0
+
+
+class Writer(abc.ABC):
+    """The producer's handle on one stream."""
+
+    @abc.abstractmethod
+    def append(self, seq: int, data: bytes) -> None:
+        """Add event ``seq`` (never blocks; remote stores batch writes)."""
+
+    @abc.abstractmethod
+    async def run(self) -> None:
+        """Background work for the stream's lifetime (batched flushing); may return at once."""
+
+    @abc.abstractmethod
+    async def finish(self, outcome: str) -> None:
+        """Mark the stream finished (flushing what is pending) and start its TTL."""
+
+    @abc.abstractmethod
+    async def wait_abandoned(self, grace: float) -> None:
+        """Return once no consumer has been attached for ``grace`` seconds."""
+
+
+class ReplayStore(abc.ABC):
+    """Where resumable streams are kept."""
+
+    limits: Limits
+
+    @abc.abstractmethod
+    async def open(self, stream_id: str, meta: StreamMeta) -> Writer:
+        """Create a stream and return its writer."""
+
+    @abc.abstractmethod
+    async def meta(self, stream_id: str) -> StreamMeta | None:
+        """The stream's metadata, or None when unknown or expired."""
+
+    @abc.abstractmethod
+    def read(self, stream_id: str, after: int) -> AsyncIterator[tuple[int, bytes]]:
+        """Events with seq > ``after``: those kept, then live ones, until the stream
+        finishes. Raises StreamNotFound, ResumeGap or StoreUnavailable."""
+
+    async def aclose(self) -> None:
+        """Release connections."""
