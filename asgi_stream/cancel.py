@@ -14,7 +14,8 @@ import time
 from collections.abc import Callable
 
 import anyio
-import anyio.lowlevel
+
+from ._loop import current_loop, post
 
 logger = logging.getLogger("asgi_stream")
 
@@ -98,13 +99,10 @@ class CancelToken:
         if self._event.is_set():
             return
         event = anyio.Event()
-        token = anyio.lowlevel.current_token()
+        loop = current_loop()
 
         def wake(_: CancelToken) -> None:
-            try:
-                token.backend_class.run_sync_soon(event.set, (), token.native_token)
-            except Exception:  # the loop is gone: nobody is waiting any more
-                pass
+            post(loop, event.set)
 
         self.add_callback(wake)
         await event.wait()
@@ -122,15 +120,11 @@ class CancelToken:
 def on_loop(action: Callable[[CancelReason], object]) -> Callable[[CancelToken], None]:
     """A token callback that calls ``action(reason)`` on the current event loop, whatever
     thread sets the token (BUFFER_OVERFLOW is left to the failing source)."""
-    loop = anyio.lowlevel.current_token()
+    loop = current_loop()
 
     def on_set(token: CancelToken) -> None:
-        if token.reason is CancelReason.BUFFER_OVERFLOW:
-            return  # an overflowing source raises BufferOverflowError: the stream fails in band
-        try:
-            loop.backend_class.run_sync_soon(action, (token.reason or CancelReason.APPLICATION,), loop.native_token)
-        except Exception:  # the loop has finished: nothing left to cancel
-            pass
+        if token.reason is not CancelReason.BUFFER_OVERFLOW:  # an overflowing source fails in band
+            post(loop, action, token.reason or CancelReason.APPLICATION)
 
     return on_set
 

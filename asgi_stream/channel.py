@@ -19,6 +19,8 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 
+from ._loop import post
+
 from .cancel import CancelReason, CancelToken
 from .errors import BufferOverflowError
 
@@ -91,13 +93,8 @@ class TokenChannel:
             self._wake(waiter)
 
     def _wake(self, waiter: anyio.Event) -> None:
-        loop = self._loop
-        if loop is None:
-            return
-        try:
-            loop.backend_class.run_sync_soon(waiter.set, (), loop.native_token)
-        except Exception:  # the consumer's loop is gone
-            pass
+        if self._loop is not None:
+            post(self._loop, waiter.set)
 
     # ------------------------------------------------------------ consumer side
     def __aiter__(self) -> TokenChannel:

@@ -82,7 +82,9 @@ class StreamMiddleware:
         )
         self.stream_media_types = frozenset(m.lower() for m in stream_media_types)
         #: Where resumable streams are kept (created on first use when not given).
-        self.resume_store: ReplayStore | None = resume_store if resume_store is not None else (MemoryStore() if resumable else None)
+        if resume_store is None and resumable:
+            resume_store = MemoryStore()
+        self.resume_store: ReplayStore | None = resume_store
         self.handle_signals = handle_signals
         #: Streams in flight (for shutdown drain and introspection).
         self.active: weakref.WeakSet[Stream] = weakref.WeakSet()
@@ -103,14 +105,15 @@ class StreamMiddleware:
             self._register()
         ctx = RequestContext(self, scope, receive, send)
         scope[CTX_KEY] = ctx
-        cursor = cursor_of(scope) if self.resume_store is not None else None
+        store = self.resume_store
+        cursor = cursor_of(scope) if store is not None else None
         with collapse_excgroups():
             async with anyio.create_task_group() as tg:
                 ctx.tg = tg
-                if cursor is not None:
+                if cursor is not None and store is not None:
                     ctx.mode = _TOKEN
                     await serve_resume(
-                        store=self.resume_store,
+                        store=store,
                         stream_id=cursor[0],
                         after=cursor[1],
                         config=self.config,
@@ -263,7 +266,7 @@ class RequestContext:
     async def send(self, message: Message) -> None:
         """The ``send`` handed to the application."""
         mode = self.mode
-        if mode == _PASS or mode == _TOKEN:
+        if mode in (_PASS, _TOKEN):
             await self.raw_send(message)
         elif mode == _STREAM:
             assert isinstance(self.stream, Passthrough)

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
     from .middleware import StreamMiddleware
 
+from ._loop import post
+
 logger = logging.getLogger("asgi_stream")
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -68,7 +70,4 @@ def notify_all() -> None:
     with _lock:
         targets = list(_watched.items())
     for middleware, loop in targets:
-        try:
-            loop.backend_class.run_sync_soon(middleware.begin_shutdown, (), loop.native_token)
-        except Exception:  # that loop has finished
-            pass
+        post(loop, middleware.begin_shutdown)

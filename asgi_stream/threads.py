@@ -20,6 +20,8 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 
+from ._loop import post
+
 logger = logging.getLogger("asgi_stream")
 
 _VALUE, _STOP, _ERROR = 0, 1, 2
@@ -151,11 +153,7 @@ class SyncIteratorDriver:
         self._result = result
         waiter, loop = self._waiter, self._loop
         assert waiter is not None and loop is not None
-        try:
-            loop.backend_class.run_sync_soon(waiter.set, (), loop.native_token)
-        except Exception:
-            return False
-        return True
+        return post(loop, waiter.set)
 
     def _close_iterator(self, iterator: Any) -> None:
         close = getattr(iterator, "close", None)
@@ -175,7 +173,4 @@ class SyncIteratorDriver:
             self.closed.set()
             waiter, loop = self._closed_waiter, self._loop
         if waiter is not None and loop is not None:
-            try:
-                loop.backend_class.run_sync_soon(waiter.set, (), loop.native_token)
-            except Exception:
-                pass
+            post(loop, waiter.set)

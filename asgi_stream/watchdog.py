@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING
 
 import anyio.lowlevel
 
+from ._loop import post
+
 if TYPE_CHECKING:
     from .pump import TokenPump
 
@@ -65,9 +67,7 @@ class LoopWatchdog:
                     return
             pinged = threading.Event()
             start = time.monotonic()
-            try:
-                self.loop.backend_class.run_sync_soon(pinged.set, (), self.loop.native_token)
-            except Exception:  # the loop is gone: retire this watchdog
+            if not post(self.loop, pinged.set):  # the loop is gone: retire this watchdog
                 with _registry_lock:
                     _watchdogs.pop(self.loop_thread, None)
                 return
