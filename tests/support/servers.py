@@ -63,8 +63,15 @@ def _uvicorn(app: Any, **options: Any) -> Iterator[Running]:
     server = uvicorn.Server(config)
     loop_box: list[Any] = []
 
+    use_uvloop = options.get("loop") == "uvloop"
+
     def run() -> None:
-        loop = asyncio.new_event_loop()
+        if use_uvloop:
+            import uvloop
+
+            loop = uvloop.new_event_loop()
+        else:
+            loop = asyncio.new_event_loop()
         loop_box.append(loop)
         asyncio.set_event_loop(loop)
         loop.run_until_complete(server.serve(sockets=[sock]))
