@@ -220,11 +220,13 @@ class ModelEngine:
             self.current = job
             try:
                 if job.cancel_token.cancelled:
-                    self._finish_skipped(job)
-                    continue
-                self._generate(job)
+                    self._finish_skipped(job)  # the client left while it waited
+                else:
+                    self._generate(job)
             except Exception:  # never let one job take the worker down
                 logger.exception("asgi-stream demo: job %d failed", job.id)
+                if not job.stats.done.is_set():
+                    self._finish_skipped(job)
             finally:
                 self.current = None
             self._done(job)

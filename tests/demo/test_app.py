@@ -1,0 +1,208 @@
+"""The demo app on a real server: framing negotiation, the queue in front of the one
+generation worker (429, keepalive while queued, TTFT counting the wait, skipping
+requests whose client left), independence of concurrent requests, metrics."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from asgi_stream.demo.schemas import Limits
+
+from .conftest import stats_entry, wait_for
+
+LONG = Limits(max_tokens=4000)
+
+
+def _generate(url: str, prompt: str, n: int, accept: str | None = None) -> httpx.Response:
+    headers = {"Accept": accept} if accept else {}
+    return httpx.post(url + "/generate", json={"prompt": prompt, "max_tokens": n, "temperature": 0}, headers=headers, timeout=30)
+
+
+def test_generate_negotiates_text_sse_and_ndjson(live: Any) -> None:
+    _, url = live()
+    text = _generate(url, "Hello", 40)
+    assert text.status_code == 200
+    assert text.headers["content-type"] == "text/plain; charset=utf-8"
+    assert text.text and "\ufffd" not in text.text
+
+    sse = _generate(url, "Hello", 40, "text/event-stream")
+    assert sse.headers["content-type"].startswith("text/event-stream")
+    assert sse.headers.get("x-accel-buffering") == "no"
+    assert sse.text.startswith("data:")
+    events = []  # reassemble per the SSE rules: several data lines join with LF
+    for block in sse.text.split("\n\n"):
+        lines = [ln[6:] if ln.startswith("data: ") else ln[5:] for ln in block.split("\n") if ln.startswith("data:")]
+        if lines:
+            events.append("\n".join(lines))
+    assert len(events) > 1 and "".join(events) == text.text
+
+    nd = _generate(url, "Hello", 40, "application/x-ndjson")
+    assert nd.headers["content-type"].startswith("application/x-ndjson")
+    lines = nd.text.splitlines()
+    assert len(lines) > 1 and "".join(json.loads(line) for line in lines) == text.text
+
+
+def test_concurrent_requests_do_not_corrupt_each_other(live: Any) -> None:
+    _, url = live()
+    prompts = ["alpha", "beta beta", "gamma γ", "δέλτα"]
+    alone = {p: _generate(url, p, 60).text for p in prompts}
+    assert len(set(alone.values())) == len(prompts)
+    results: dict[str, str] = {}
+    barrier = threading.Barrier(len(prompts))
+
+    def run(prompt: str) -> None:
+        barrier.wait()
+        results[prompt] = _generate(url, prompt, 60, "text/event-stream").text
+
+    threads = [threading.Thread(target=run, args=(p,)) for p in prompts]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    for prompt in prompts:
+        data = "".join(
+            "\n".join(ln[6:] for ln in block.split("\n") if ln.startswith("data: "))
+            for block in results[prompt].split("\n\n")
+        )
+        assert data == alone[prompt]
+
+
+class Reader(threading.Thread):
+    """Reads a streamed response in the background, timestamping every chunk."""
+
+    def __init__(self, url: str, body: dict[str, Any], *, stop_after_data: int | None = None) -> None:
+        super().__init__(daemon=True)
+        self.url, self.body, self.stop_after_data = url, body, stop_after_data
+        self.chunks: list[tuple[float, bytes]] = []
+        self.status: int | None = None
+        self.started_at = 0.0
+        self.close = threading.Event()
+
+    def run(self) -> None:
+        self.started_at = time.monotonic()
+        with httpx.Client(timeout=30) as client:
+            with client.stream("POST", self.url, json=self.body, headers={"Accept": "text/event-stream"}) as response:
+                self.status = response.status_code
+                for chunk in response.iter_raw():
+                    self.chunks.append((time.monotonic(), chunk))
+                    data = b"".join(c for _, c in self.chunks).count(b"data:")
+                    if self.close.is_set() or (self.stop_after_data and data >= self.stop_after_data):
+                        return
+
+    @property
+    def body_bytes(self) -> bytes:
+        return b"".join(c for _, c in self.chunks)
+
+
+def test_queue_full_gets_429_and_queued_stream_gets_keepalives(live: Any) -> None:
+    app, url = live(max_queue=1, keepalive=0.2, limits=LONG)
+    engine = app.state.service.engine
+    running = Reader(url + "/generate", {"prompt": "a", "max_tokens": 4000, "temperature": 0})
+    running.start()
+    wait_for(lambda: running.chunks)
+    queued = Reader(url + "/v1/chat/completions", {"messages": [{"role": "user", "content": "b"}], "stream": True, "max_tokens": 20, "temperature": 0})
+    queued.start()
+    wait_for(lambda: engine.queue_depth == 1)
+    refused = httpx.post(url + "/v1/completions", json={"prompt": "c", "max_tokens": 5}, timeout=10)
+    assert refused.status_code == 429
+    assert refused.headers["retry-after"] == "1"
+    error = refused.json()["error"]
+    assert error["code"] == "queue_full" and set(error) == {"message", "type", "param", "code"}
+    time.sleep(0.7)
+    running.close.set()  # the running client leaves: its generation stops, the queued one starts
+    queued.join(30)
+    body = queued.body_bytes
+    assert queued.status == 200
+    assert body.startswith(b": keepalive\n\n")  # headers and keepalives while it waited
+    assert body.index(b"data:") > body.rindex(b": keepalive")
+    assert body.endswith(b"data: [DONE]\n\n")
+    entry = wait_for(lambda: stats_entry(url, endpoint="chat.completions"))
+    assert entry["queue_wait_s"] >= 0.5
+    assert entry["ttft_s"] >= entry["queue_wait_s"]  # time queued counts toward TTFT
+    first = wait_for(lambda: stats_entry(url, endpoint="generate"))
+    assert first["outcome"] == "cancelled" and first["steps_after_cancel"] <= 1
+
+
+def test_client_leaving_while_queued_is_skipped(live: Any) -> None:
+    app, url = live(max_queue=2, limits=LONG)
+    engine = app.state.service.engine
+    running = Reader(url + "/generate", {"prompt": "a", "max_tokens": 4000, "temperature": 0})
+    running.start()
+    wait_for(lambda: running.chunks)
+    # Headers come with the first token or keepalive, so a raw socket: send, then hang up.
+    host, port = url.removeprefix("http://").split(":")
+    body = json.dumps({"prompt": "q", "max_tokens": 50}).encode()
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(
+            b"POST /generate HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        wait_for(lambda: engine.queue_depth == 1)
+    running.close.set()
+    running.join(30)
+
+    def finished() -> list[dict[str, Any]] | None:
+        streams = httpx.get(url + "/stats").json()["streams"]
+        done = [e for e in streams if e["generation_done"] and e["outcome"]]
+        return done if len(done) == 2 else None
+
+    skipped = wait_for(finished)[1]
+    assert skipped["outcome"] == "cancelled"
+    assert skipped["decode_steps"] == 0 and skipped["completion_tokens"] == 0
+
+
+def _samples(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = httpx.get(url + "/metrics", timeout=10).text
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+def test_metrics_per_stream(live: Any) -> None:
+    _, url = live(limits=LONG)
+    for _ in range(2):
+        assert _generate(url, "m", 30, "text/event-stream").status_code == 200
+    with httpx.Client(timeout=10) as client:
+        with client.stream("POST", url + "/generate", json={"prompt": "x", "max_tokens": 4000}, headers={"Accept": "text/event-stream"}) as r:
+            next(r.iter_raw())
+    assert httpx.post(url + "/generate", json={"prompt": ""}).status_code == 400
+    wait_for(lambda: stats_entry(url, endpoint="generate") and stats_entry(url, endpoint="generate")["outcome"] == "cancelled")
+    s = _samples(url)
+    prefix = "asgi_stream_demo_"
+    assert s[(prefix + "streams_total", (("endpoint", "generate"), ("outcome", "completed")))] == 2
+    assert s[(prefix + "streams_total", (("endpoint", "generate"), ("outcome", "cancelled")))] == 1
+    assert s[(prefix + "rejected_total", (("status", "400"),))] == 1
+    assert s[(prefix + "ttft_seconds_count", (("endpoint", "generate"),))] == 3
+    assert s[(prefix + "queue_wait_seconds_count", ())] == 3
+    assert s[(prefix + "stream_tokens_count", ())] == 3
+    assert s[(prefix + "tokens_per_second_count", ())] == 3
+    assert s[(prefix + "generated_tokens_total", ())] >= 60
+    assert s[(prefix + "decode_steps_after_cancel_count", ())] == 1
+    assert s[(prefix + "decode_steps_after_cancel_bucket", (("le", "1.0"),))] == 1
+    assert (prefix + "queue_depth", ()) in s
+
+
+def test_two_apps_in_one_process_have_separate_metrics(live: Any) -> None:
+    _, url1 = live()
+    _, url2 = live()
+    assert _generate(url1, "one", 5).status_code == 200
+    key = ("asgi_stream_demo_streams_total", (("endpoint", "generate"), ("outcome", "completed")))
+    wait_for(lambda: _samples(url1).get(key) == 1)
+    assert key not in _samples(url2)
+
+
+@pytest.mark.parametrize("path", ["/", "/static/app.js", "/static/sse.js", "/health", "/stats"])
+def test_pages(live: Any, path: str) -> None:
+    _, url = live()
+    response = httpx.get(url + path, timeout=10)
+    assert response.status_code == 200
