@@ -189,12 +189,22 @@ def _spawn(name: str, argv: list[str], workdir: Path, pass_fds: tuple[int, ...] 
             stdout=log,
             stderr=subprocess.STDOUT,
             pass_fds=pass_fds,
-            env={**os.environ, **(env or {})},
+            env=_child_env(env),
             start_new_session=True,  # a Ctrl-C of the suite does not hit the servers first
         )
     finally:
         log.close()
     return ServerProcess(name, popen, log_path)
+
+
+def _child_env(extra: dict[str, str] | None) -> dict[str, str]:
+    """The environment of a server: ours, plus ``extra``, with this package's parent
+    directory on PYTHONPATH so ``conformance.target_app`` imports from any cwd."""
+    env = {**os.environ, **(extra or {})}
+    root = str(Path(__file__).resolve().parent.parent)
+    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join(paths + ([root] if root not in paths else []))
+    return env
 
 
 def wait_ready(proc: ServerProcess, endpoint: Endpoint, path: str, timeout: float = 20.0) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+from ..clients import H2Error
 from ..target_app import UTF8_TEXT, event_for, expected_tokens
 from . import case
 from ._checks import (
@@ -84,6 +85,13 @@ def _per_token(ctx: CaseContext, mode: str) -> str:
         return f"{len(parser.events)} events, one per {unit}, spread over {spread * 1000:.0f} ms"
     require_sse_tokens(obs, parser, expected_tokens(n))
     require_one_event_per_chunk(ctx, obs, counts)
+    if ctx.target.hooks is None:
+        # No server clock to compare with: the arrival gaps must show the pacing.
+        gaps = [b.t - a.t for a, b in zip(parser.events, parser.events[1:])]  # type: ignore[operator]
+        require(min(gaps) >= 0.5 * ctx.timing.iv,
+                f"tokens produced {ctx.timing.iv * 1000:.0f} ms apart arrived with gaps of "
+                f"{'/'.join(f'{g * 1000:.0f}' for g in gaps)} ms", fault=wire_fault(ctx))
+        return f"{n} tokens in {len(obs.decoded)} {unit}s, one each, gaps {'/'.join(f'{g * 1000:.0f}' for g in gaps)} ms"
     log = ctx.server_logs([label], until=lambda v: v.get("ended_at") is not None)[label]
     paced = require_paced(ctx, parser.events, log.get("produced_at") or [])
     return f"{n} tokens in {len(obs.decoded)} {unit}s, one each; {paced}"
@@ -287,12 +295,16 @@ def head(ctx: CaseContext) -> str:
     if ctx.target.protocol == "h2":
         with ctx.target.h2() as c:
             st = c.request("HEAD", path, headers=headers)
-            require(c.read_all([st.stream_id], timeout=ctx.timing.request_timeout), "HEAD stream did not end")
+            try:
+                ended = c.read_all([st.stream_id], timeout=ctx.timing.request_timeout)
+            except H2Error as exc:
+                raise Fail(f"HEAD response carried a body: {exc}", fault=FAULT_SERVER) from exc
+            require(ended, "HEAD stream did not end")
             if ctx.external and st.status in (404, 405):
                 raise Skip(f"the endpoint answers HEAD with {st.status}")
             require(st.status == 200, f"HEAD status {st.status}")
             require(st.header("content-type") is not None, "HEAD response without Content-Type")
-            require(not st.body, f"HEAD response carried {len(st.body)} body bytes", fault=FAULT_SERVER)
+            require(not st.body, f"HEAD response carried a body ({len(st.body)} bytes)", fault=FAULT_SERVER)
             if ctx.external:
                 return f"HEAD {st.status}, Content-Type {st.header('content-type')!r}, no DATA"
             st2 = c.request("GET", path, headers=headers)
@@ -306,7 +318,7 @@ def head(ctx: CaseContext) -> str:
             raise Skip(f"the endpoint answers HEAD with {resp.status}")
         require(resp.status == 200 and resp.complete, f"HEAD status {resp.status}, complete {resp.complete}")
         require(resp.header("content-type") is not None, "HEAD response without Content-Type")
-        require(not resp.body, f"HEAD response carried {len(resp.body)} body bytes", fault=FAULT_SERVER)
+        require(not resp.body, f"HEAD response carried a body ({len(resp.body)} bytes)", fault=FAULT_SERVER)
         if resp.server_closed or (resp.header("connection") or b"").lower() == b"close":
             return f"HEAD {resp.status}, no body (server closed the connection after it)"
         c.request("GET", path, headers=headers)

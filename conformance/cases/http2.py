@@ -73,7 +73,8 @@ def concurrent(ctx: CaseContext) -> str:
     for a, (a0, _) in spans.items():
         for b, (_, b1) in spans.items():
             if a != b:
-                require(a0 < b1, f"stream {a} started only after stream {b} finished: frame order {order}")
+                require(a0 < b1, f"stream {a} started only after stream {b} finished: frame order {order}",
+                        fault=FAULT_SERVER)
     switches = sum(1 for x, y in zip(order, order[1:]) if x != y)
     return f"3 streams × {n} tokens on one connection, frame order {','.join(map(str, order[:12]))}… ({switches} switches)"
 
