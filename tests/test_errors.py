@@ -13,7 +13,7 @@ from starlette.routing import Route
 
 from asgi_stream import Outcome, StreamMiddleware, TokenStream
 
-from .support.sse_spec import parse
+from conformance.sse import parse_sse as parse
 from .support.wire import Client
 
 

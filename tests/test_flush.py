@@ -12,7 +12,7 @@ from starlette.routing import Route
 
 from asgi_stream import Coalesce, Outcome, StreamMiddleware, TokenChannel, TokenStream
 
-from .support.sse_spec import parse
+from conformance.sse import parse_sse as parse
 from .support.wire import Client, Response
 
 INTERVAL = 0.1

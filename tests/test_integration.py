@@ -17,7 +17,7 @@ from starlette.routing import Mount, Route
 
 from asgi_stream import Outcome, StreamMiddleware, TokenStream, current_stream
 
-from .support.sse_spec import parse
+from conformance.sse import parse_sse as parse
 from .support.wire import Client
 
 

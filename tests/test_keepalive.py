@@ -11,7 +11,7 @@ from starlette.routing import Route
 
 from asgi_stream import StreamMiddleware, TokenStream
 
-from .support.sse_spec import SpecParser
+from conformance.sse import SSEParser as SpecParser
 from .support.wire import Client, Response
 
 KEEPALIVE = 0.15

@@ -15,7 +15,7 @@ from starlette.routing import Route
 from asgi_stream import CancelReason, Outcome, StreamMiddleware, TokenStream
 from asgi_stream.resume import Limits, MemoryStore
 
-from .support.sse_spec import SpecParser
+from conformance.sse import SSEParser as SpecParser
 from .support.wire import Client
 
 N = 30
