@@ -74,7 +74,7 @@ def _finish(name: str, model: Any, tokenizer: Any, device: Any, dtype: Any, star
         max_context=context,
         load_seconds=time.monotonic() - started,
     )
-    logger.info("asgi-stream demo: loaded %s on %s (%s) in %.1f s", name, loaded.device, loaded.dtype, loaded.load_seconds)
+    logger.info("loaded %s on %s (%s) in %.1f s", name, loaded.device, loaded.dtype, loaded.load_seconds)
     return loaded
 
 
