@@ -25,6 +25,7 @@ class Guarded(Protocol):
     """What the guard needs from a stream."""
 
     finished: bool
+    cancelled: bool
 
     def next_deadline(self) -> float:
         """The earliest ``time.monotonic()`` at which :meth:`on_deadline` has work."""
@@ -66,7 +67,7 @@ class Guard:
         self._offset = anyio.current_time() - time.monotonic()
         with anyio.CancelScope() as self._task_scope:
             try:
-                while not stream.finished:
+                while not stream.finished and not stream.cancelled:
                     deadline = stream.next_deadline()
                     with anyio.CancelScope(
                         deadline=deadline + self._offset if deadline != math.inf else math.inf

@@ -132,18 +132,25 @@ class Stream:
 
     # ----------------------------------------------------------------- guard side
     def next_deadline(self) -> float:
-        """Earliest moment the guard has work: keepalive, batch, send timeout, drain."""
+        """The next moment the guard has something to check: send timeout while a send
+        is blocked; keepalive and coalescing flush otherwise; shutdown drain always.
+        Never a past moment it cannot act on (so the guard never spins)."""
         cfg = self.config
-        deadline = math.inf
-        if self.keepalive_bytes is not None and cfg.keepalive:
-            deadline = self.last_send + cfg.keepalive
-        if cfg.send_timeout:
-            deadline = min(deadline, self.last_send + cfg.send_timeout)
+        now = time.monotonic()
+        deadline = self.drain_at if self.drain_at is not None else math.inf
+        keepalive = cfg.keepalive if self.keepalive_bytes is not None else None
+        if self.busy:
+            if cfg.send_timeout:
+                deadline = min(deadline, self.last_send + cfg.send_timeout)
+            if keepalive:
+                deadline = min(deadline, now + keepalive)  # look again once the send is done
+            return deadline
+        if keepalive:
+            due = self.last_send + keepalive
+            deadline = min(deadline, due if due > now or self.can_keepalive() else now + keepalive)
         batch = self.batch
         if batch:
             deadline = min(deadline, batch.started + batch.max_delay)
-        if self.drain_at is not None:
-            deadline = min(deadline, self.drain_at)
         return deadline
 
     async def on_deadline(self, now: float) -> None:

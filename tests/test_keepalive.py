@@ -127,3 +127,48 @@ def test_streaming_response_gets_keepalive_only_at_line_boundaries(server) -> No
     assert datas[i_partial + 1] == b"o\n"  # nothing between the halves of a line
     assert b": keepalive\n\n" in datas[:i_partial]
     assert b": keepalive\n" in datas[i_partial + 2 :]
+
+
+def _cpu_during(seconds: float) -> float:
+    start = time.process_time()
+    time.sleep(seconds)
+    return time.process_time() - start
+
+
+def test_guard_does_not_spin_while_a_send_is_blocked(server) -> None:
+    async def endpoint(request):
+        async def gen():
+            while True:
+                yield "z" * 4096
+
+        return TokenStream(gen(), format="sse", keepalive=0.05, send_timeout=3.0)
+
+    srv = server(app_with(endpoint))
+    c = Client(srv.port, rcvbuf=4096)
+    c.send_request("GET", "/")  # and never read: the server's sends block
+    try:
+        time.sleep(0.5)
+        assert _cpu_during(1.0) < 0.3  # an idle wait, not a busy loop
+    finally:
+        c.abort()
+
+
+def test_guard_does_not_spin_when_a_keepalive_cannot_be_written(server) -> None:
+    async def endpoint(request):
+        async def body():
+            yield "data: partial"  # mid-line: no comment may be written for a while
+            await anyio.sleep(1.5)
+            yield " line\n\n"
+
+        return StreamingResponse(body(), media_type="text/event-stream")
+
+    srv = server(app_with(endpoint, keepalive=0.05))
+    with Client(srv.port) as c:
+        c.send_request("GET", "/")
+        time.sleep(0.3)
+        cpu = _cpu_during(0.8)
+        r = None
+        for item in c.stream():
+            r = item if hasattr(item, "status") else r
+    assert cpu < 0.3
+    assert r.body == b"data: partial line\n\n"
