@@ -269,6 +269,10 @@ def create_app(model: ModelSource = models.SMOLLM2, **options: Any) -> Starlette
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
     async def models_list(request: Request) -> Response:
+        try:
+            await service.engine.ready()
+        except Exception:
+            return APIError(503, "The model failed to load; see the server log.", type="server_error", code="model_unavailable").response()
         return JSONResponse(
             {"object": "list", "data": [{"id": service.engine.name, "object": "model", "created": 0, "owned_by": "asgi-stream"}]}
         )

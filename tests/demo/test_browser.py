@@ -1,0 +1,191 @@
+"""The web page in a real headless browser (Debian's chromium, driven by Playwright):
+tokens appear incrementally, Stop aborts the fetch and the server cancels generation,
+and the page's SSE parser follows the WHATWG rules for any split of the byte stream."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from asgi_stream.demo.engine import PACED_TOKENS
+from asgi_stream.demo.schemas import Limits
+
+from .conftest import stats_entry, wait_for
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="chromium is not installed (apt-get install chromium)")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context()
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    try:
+        yield page
+    finally:
+        context.close()
+
+
+RECORD_SNAPSHOTS = """() => {
+  window.__snapshots = [];
+  const out = document.getElementById("output");
+  new MutationObserver(() => window.__snapshots.push([performance.now(), out.textContent]))
+    .observe(out, {childList: true, characterData: true, subtree: true});
+}"""
+
+
+def _mounted(tiny: Any, server: Any, make_app: Any, **options: Any) -> tuple[Any, str]:
+    """The demo mounted under /demo in a FastAPI app: the page must work under a prefix."""
+    from fastapi import FastAPI
+
+    demo = make_app(**options)
+    outer = FastAPI()
+    outer.mount("/demo", demo)
+    running = server(outer, lifespan="on")
+    return demo, running.url + "/demo"
+
+
+def test_tokens_appear_incrementally(page: Any, tiny: Any, server: Any, make_app: Any) -> None:
+    _, base = _mounted(tiny, server, make_app, paced=True, paced_interval=0.1)
+    page.goto(base + "/")
+    page.wait_for_function("document.getElementById('model').textContent === 'paced'")
+    page.fill("#max-tokens", "20")
+    page.evaluate(RECORD_SNAPSHOTS)
+    page.click("#send")
+    page.wait_for_function("document.getElementById('status').textContent === 'done'")
+    expected = "".join(PACED_TOKENS[i % len(PACED_TOKENS)] for i in range(20))
+    assert page.text_content("#output") == expected
+    snapshots = page.evaluate("window.__snapshots")
+    texts = [text for _, text in snapshots if text]
+    distinct = list(dict.fromkeys(texts))
+    intermediate = [t for t in distinct if t != expected]
+    assert len(intermediate) >= 10, distinct  # the text grew token by token
+    for shorter, longer in zip(distinct, distinct[1:]):
+        assert longer.startswith(shorter)  # each view extends the previous one
+    times = [t for t, text in snapshots if text]
+    assert times[-1] - times[0] > 1000  # spread over ~1.9 s, not one burst (ms)
+    assert page.text_content("#ttft").endswith(" ms")
+    assert float(page.text_content("#tps")) > 0
+    assert page.text_content("#tokens") == "20"  # the exact count, from the usage chunk
+
+
+def test_stop_cancels_generation_on_the_server(page: Any, tiny: Any, server: Any, make_app: Any) -> None:
+    _, base = _mounted(tiny, server, make_app, limits=Limits(max_tokens=4000))
+    page.goto(base + "/")
+    page.wait_for_function("document.getElementById('model').textContent === 'tiny-random-llama'")
+    page.fill("#max-tokens", "4000")
+    page.fill("#temperature", "0")
+    page.click("#send")
+    page.wait_for_function("document.getElementById('output').textContent.length >= 100")
+    assert page.text_content("#status") == "streaming"
+    page.click("#stop")
+    page.wait_for_function("document.getElementById('status').textContent === 'stopped'")
+    shown = page.text_content("#output")
+    entry = wait_for(lambda: stats_entry(base, endpoint="chat.completions"))
+    assert entry["outcome"] == "cancelled"
+    assert entry["cancel_reason"] == "disconnect"
+    assert entry["finish_reason"] == "cancelled"
+    assert entry["steps_after_cancel"] <= 1  # compute stopped within one decode step
+    assert len(shown) <= entry["completion_tokens"] < 4000
+    metrics = httpx.get(base + "/metrics", timeout=10).text
+    assert 'asgi_stream_demo_streams_total{endpoint="chat.completions",outcome="cancelled"} 1.0' in metrics
+    assert page.is_enabled("#send") and not page.is_enabled("#stop")
+
+
+def test_error_response_is_shown(page: Any, tiny: Any, server: Any, make_app: Any) -> None:
+    _, base = _mounted(tiny, server, make_app, limits=Limits(max_tokens=50))
+    page.goto(base + "/")
+    page.fill("#max-tokens", "500")
+    page.click("#send")
+    page.wait_for_function("document.getElementById('status').textContent.startsWith('error')")
+    assert "max_tokens" in page.text_content("#status")
+
+
+# The tricky stream: CRLF (also inside an event), lone CR, empty data, a field without a colon, a comment, a
+# value with two leading spaces, an ignored retry, multi-byte characters, an id with
+# NUL (ignored), an event with no data (not dispatched), and a final unterminated event.
+STREAM = (
+    "\ufeffdata: a\r\n\r\n"
+    "data:b\rdata: c\r\r"
+    "data: p\r\ndata: q\r\n\r\n"
+    "id: 7\ndata\n\n"
+    ": comment\nevent: x\ndata:  two\n\n"
+    "retry: 10\ndata: é🙂\r\n\r\n"
+    "id: bad\0id\ndata: z\n\n"
+    "event: y\n\n"
+    "data: never dispatched"
+)
+EXPECTED = [
+    ["message", "a", ""],
+    ["message", "b\nc", ""],
+    ["message", "p\nq", ""],
+    ["message", "", "7"],
+    ["x", " two", "7"],
+    ["message", "é🙂", "7"],
+    ["message", "z", "7"],
+]
+
+PARSE_ALL_SPLITS = """(stream) => {
+  const bytes = new TextEncoder().encode(stream);
+  const run = (cuts) => {
+    const events = [];
+    const parser = new SSEParser((e) => events.push([e.type, e.data, e.lastEventId]));
+    const decoder = new TextDecoder("utf-8");
+    let start = 0;
+    for (const cut of [...cuts, bytes.length]) {
+      parser.feed(decoder.decode(bytes.subarray(start, cut), {stream: true}));
+      start = cut;
+    }
+    parser.feed(decoder.decode());
+    parser.end();
+    return JSON.stringify(events);
+  };
+  const results = new Set();
+  results.add(run([]));
+  for (let i = 1; i < bytes.length; i++) {
+    results.add(run([i]));
+    for (let j = i + 1; j < bytes.length; j += 3) results.add(run([i, j]));
+  }
+  const everyByte = [];
+  for (let i = 1; i < bytes.length; i++) everyByte.push(i);
+  results.add(run(everyByte));
+  return [...results];
+}"""
+
+
+def test_page_sse_parser_follows_the_spec_for_every_split(page: Any, tiny: Any, server: Any, make_app: Any) -> None:
+    from conformance.sse import parse_sse
+
+    reference = parse_sse(STREAM.encode("utf-8"))
+    assert [[e.type, e.data, e.last_event_id] for e in reference.events] == EXPECTED
+    _, base = _mounted(tiny, server, make_app, paced=True)
+    page.goto(base + "/")
+    results = page.evaluate(PARSE_ALL_SPLITS, STREAM)
+    import json
+
+    assert [json.loads(r) for r in results] == [EXPECTED]  # the same events, however split
