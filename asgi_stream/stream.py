@@ -148,6 +148,8 @@ class Stream:
         if keepalive:
             due = self.last_send + keepalive
             deadline = min(deadline, due if due > now or self.can_keepalive() else now + keepalive)
+        if cfg.send_timeout:
+            deadline = min(deadline, now + cfg.send_timeout)  # a send that starts later
         batch = self.batch
         if batch:
             deadline = min(deadline, batch.started + batch.max_delay)
