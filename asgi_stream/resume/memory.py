@@ -94,6 +94,10 @@ class MemoryStore(ReplayStore):
         self._streams[stream_id] = stream
         return _MemoryWriter(self, stream)
 
+    def holds(self, stream_id: str) -> bool:
+        """Whether this store has the stream (live or recently finished)."""
+        return self._get(stream_id) is not None
+
     async def meta(self, stream_id: str) -> StreamMeta | None:
         """Metadata of a live or recently finished stream."""
         stream = self._get(stream_id)
@@ -127,6 +131,22 @@ class _MemoryWriter(Writer):
     def __init__(self, store: MemoryStore, stream: _Stream) -> None:
         self.store = store
         self.stream = stream
+
+    @property
+    def consumers(self) -> int:
+        """Consumers reading the stream now."""
+        return self.stream.consumers
+
+    async def wait_attach_change(self) -> None:
+        """Return when a consumer attaches or detaches."""
+        await self.stream.wait_attach_change()
+
+    def kept_after(self, after: int) -> tuple[int, list[bytes]]:
+        """``(first seq, events)``: the kept events with seq > ``after``, oldest first."""
+        stream = self.stream
+        first = max(after + 1, stream.first_seq)
+        index = stream.start + first - stream.first_seq
+        return first, stream.events[index:]
 
     def append(self, seq: int, data: bytes) -> None:
         stream, limits = self.stream, self.store.limits

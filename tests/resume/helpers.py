@@ -1,0 +1,96 @@
+"""Client-side helpers of the resume tests: read SSE/NDJSON responses as raw event
+bytes, drop connections, normalise stream ids for byte-for-byte comparisons."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+
+from ..support.wire import Client, Response
+
+ID_LINE = re.compile(rb"id: [A-Za-z0-9_-]{16}\.")
+
+
+@dataclass
+class Read:
+    """What a client read: the response head and the complete events, raw."""
+
+    response: Response | None
+    events: list[bytes] = field(default_factory=list)
+    complete: bool = False
+
+    @property
+    def worker(self) -> str:
+        assert self.response is not None
+        return self.response.headers.get("x-worker", "?")
+
+    @property
+    def stream_id(self) -> str:
+        assert self.response is not None
+        return self.response.headers["x-stream-id"]
+
+    @property
+    def last_id(self) -> str:
+        """The id of the last complete SSE event read."""
+        match = re.search(rb"\nid: (\S+)\n\n$", b"\n" + self.events[-1])
+        assert match, self.events[-1]
+        return match.group(1).decode()
+
+
+def read(
+    port: int,
+    path: str,
+    headers: list[tuple[str, str]] = (),
+    *,
+    limit: int | None = None,
+    duration: float | None = None,
+    separator: bytes = b"\n\n",
+    timeout: float = 20.0,
+) -> Read:
+    """GET ``path``; read complete events (split at ``separator``) until the end,
+    ``limit`` events or ``duration`` seconds, then abort the connection (RST) if the
+    response is not over."""
+    until = time.monotonic() + duration if duration is not None else None
+    c = Client(port, timeout=timeout)
+    result = Read(None)
+    buf = b""
+    try:
+        c.send_request("GET", path, list(headers))
+        for item in c.stream():
+            if isinstance(item, Response):
+                result.response = item
+                continue
+            buf += item.data
+            while separator in buf:
+                event, buf = buf.split(separator, 1)
+                if not event.startswith(b":"):  # keepalive comments are not events
+                    result.events.append(event + separator)
+                if limit is not None and len(result.events) >= limit:
+                    return result
+            if until is not None and time.monotonic() >= until:
+                return result
+        result.complete = result.response is not None and result.response.complete
+        return result
+    finally:
+        if not result.complete:
+            c.abort()
+        else:
+            c.close()
+
+
+def normalise(raw: bytes) -> bytes:
+    """Stream ids replaced by a fixed one: two runs of one generator compare equal."""
+    return ID_LINE.sub(b"id: ################.", raw)
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.05):  # type: ignore[no-untyped-def]
+    """Poll until ``predicate()`` is truthy (returns it) or the timeout passes (None)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(interval)
