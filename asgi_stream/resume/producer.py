@@ -15,6 +15,7 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 
 from ..cancel import CancelReason, CancelToken, on_loop
 from ..config import Hook, StreamConfig
@@ -27,6 +28,10 @@ from ..source import TokenSource
 from .store import Writer
 
 logger = logging.getLogger("asgi_stream")
+
+#: Yield to the event loop at least every this many events, so a generator that never
+#: awaits can neither starve the loop nor outrun its consumers past the store's bounds.
+_YIELD_MASK = 255
 
 INTERRUPTED = {"error": {"type": "interrupted", "message": "The stream was cancelled before it completed."}}
 
@@ -145,6 +150,7 @@ class Producer:
     async def _produce(self) -> None:
         frame = self.framer.frame
         anext = self.source.next
+        checkpoint = anyio.lowlevel.checkpoint
         rec = self.record
         while True:
             try:
@@ -158,6 +164,8 @@ class Producer:
                 rec.events += 1
                 rec.bytes += len(data)
                 self._append(data)
+                if not rec.events & _YIELD_MASK:
+                    await checkpoint()
         tail = self.framer.finish()
         if self.end is not None:
             tail += self.framer.frame(self.end)

@@ -7,8 +7,8 @@ the middleware before any endpoint runs: the events after the cursor, then the l
 tail, in order, without gaps or duplicates.
 
 Answers that are not a stream:
-* unknown or expired stream (or another path/method): **204 No Content** — an
-  EventSource stops reconnecting;
+* unknown or expired stream (or another path/method), or a finished stream with
+  nothing after the cursor: **204 No Content** — an EventSource stops reconnecting;
 * cursor older than the events still kept: **410 Gone** (JSON error);
 * store unreachable: **503** (JSON error).
 """
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from .._types import Scope, Send
@@ -93,6 +94,7 @@ def _consumer(
     accepted_at: float,
     status: int,
     raw_headers: list[tuple[bytes, bytes]],
+    resumed: bool = False,
 ) -> TokenPump:
     record = StreamRecord(
         method=scope.get("method", "GET"),
@@ -102,8 +104,11 @@ def _consumer(
         accepted_at=accepted_at,
         labels={"stream_id": stream_id, "resumed_after": after},
     )
+    source = store.read(stream_id, after)
+    if resumed:
+        source = _unless_over(source, lambda: pump.started)
     pump = TokenPump(
-        source=store.read(stream_id, after),
+        source=source,
         framer=ReplayFramer(framer, stream_id),  # type: ignore[arg-type]
         config=config.merged(on_start=None, on_end=None, on_cancel=None),
         record=record,
@@ -114,6 +119,24 @@ def _consumer(
     pump.status = status
     pump.raw_headers = [*raw_headers, (STREAM_ID_HEADER, stream_id.encode())]
     return pump
+
+
+async def _unless_over(
+    source: AsyncIterator[tuple[int, bytes]], started: Callable[[], bool]
+) -> AsyncIterator[tuple[int, bytes]]:
+    """The events after a resume cursor; StreamNotFound (→ 204) when the stream ended
+    with nothing after it, so a client that reconnects after the end stops there."""
+    empty = True
+    try:
+        async for item in source:
+            empty = False
+            yield item
+        if empty and not started():
+            raise StreamNotFound("the stream is over: nothing after the cursor")
+    finally:
+        aclose = getattr(source, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 async def run_resumable(
@@ -220,6 +243,7 @@ async def serve_resume(
         accepted_at=accepted_at,
         status=200,
         raw_headers=raw_headers,
+        resumed=True,
     )
     try:
         await drive(consumer, tg, hub)
