@@ -5,7 +5,8 @@ Configured by the environment:
 * ``RESUME_REDIS_URL`` — the Redis store's URL (a MemoryStore when unset);
 * ``RESUME_WORKER`` — this worker's name, sent back in every response's ``X-Worker``;
 * ``RESUME_LOG`` — a file this worker appends one line per generator/stream event to;
-* ``RESUME_GRACE``, ``RESUME_HEARTBEAT``, ``RESUME_PATIENCE``, ``RESUME_TIMEOUT`` — seconds.
+* ``RESUME_GRACE``, ``RESUME_HEARTBEAT``, ``RESUME_PATIENCE``, ``RESUME_TIMEOUT``,
+  ``RESUME_FINISH_RETRY`` — seconds.
 
 ``GET /chat?n=&interval=&retry=&cut=`` streams a deterministic generator, resumable.
 ``cut=k`` makes the server drop the TCP connection after ``k`` events of *this*
@@ -62,7 +63,7 @@ def make_store() -> ReplayStore:
         heartbeat=float(os.environ.get("RESUME_HEARTBEAT", "0.25")),
         patience=float(os.environ.get("RESUME_PATIENCE", "2.0")),
         timeout=float(os.environ.get("RESUME_TIMEOUT", "1.0")),
-        finish_retry=5.0,
+        finish_retry=float(os.environ.get("RESUME_FINISH_RETRY", "5.0")),
     )
 
 

@@ -54,12 +54,20 @@ def cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
         pytest.skip("nginx is not installed (apt-get install nginx-light)")
     started: list[Cluster] = []
 
-    def start(redis_url: str, *, grace: float = 30.0, heartbeat: float = 0.25, patience: float = 2.0) -> Cluster:
+    def start(
+        redis_url: str,
+        *,
+        grace: float = 30.0,
+        heartbeat: float = 0.25,
+        patience: float = 2.0,
+        finish_retry: float = 5.0,
+    ) -> Cluster:
         env = {
             "RESUME_REDIS_URL": redis_url,
             "RESUME_GRACE": str(grace),
             "RESUME_HEARTBEAT": str(heartbeat),
             "RESUME_PATIENCE": str(patience),
+            "RESUME_FINISH_RETRY": str(finish_retry),
         }
         c = start_cluster(tmp_path / f"cluster{len(started)}", env)
         started.append(c)

@@ -47,13 +47,14 @@ def read(
     duration: float | None = None,
     separator: bytes = b"\n\n",
     timeout: float = 20.0,
+    into: Read | None = None,
 ) -> Read:
     """GET ``path``; read complete events (split at ``separator``) until the end,
     ``limit`` events or ``duration`` seconds, then abort the connection (RST) if the
-    response is not over."""
+    response is not over. ``into`` is filled as the events come (for other threads)."""
     until = time.monotonic() + duration if duration is not None else None
     c = Client(port, timeout=timeout)
-    result = Read(None)
+    result = into if into is not None else Read(None)
     buf = b""
     try:
         c.send_request("GET", path, list(headers))
