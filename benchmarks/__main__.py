@@ -36,6 +36,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, help="output directory")
     p.add_argument("--only", nargs="+", choices=WORKLOADS, help="run only these workloads")
     p.add_argument("--targets", nargs="+", choices=[t.key for t in TARGETS], help="run only these targets")
+    p.add_argument("--kinds", nargs="+", choices=[k.key for k in SERVER_KINDS], help="run only these server kinds")
     p.add_argument("--logs", type=Path, help="keep server logs here (default: a temporary directory)")
     p.set_defaults(mode="full")
     return p.parse_args(argv)
@@ -107,6 +108,14 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point."""
     args = parse_args(argv)
     mode = MODES[args.mode]
+    if args.kinds:
+        keep = set(args.kinds)
+        mode = dataclasses.replace(
+            mode,
+            kinds=tuple(k for k in mode.kinds if k in keep),
+            slow_kinds=tuple(k for k in mode.slow_kinds if k in keep),
+            disconnect_kinds=tuple(k for k in mode.disconnect_kinds if k in keep),
+        )
     out = args.out or (RESULTS if mode.name == "full" else RESULTS / "raw" / mode.name)
     workloads = tuple(w for w in WORKLOADS if not args.only or w in args.only)
     targets = [t for t in TARGETS if not args.targets or t.key in args.targets]

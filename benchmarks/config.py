@@ -61,7 +61,7 @@ MODES = {
     "quick": Mode(
         name="quick",
         kinds=_ALL_KINDS,
-        tokens=50_000,
+        tokens=100_000,
         reps=3,
         ttfb_requests=200,
         slow_streams=(2_000,),

@@ -431,7 +431,6 @@ def chart(results: dict[str, Any], path: Path) -> None:
 
     tp = results.get("throughput", {})
     bars(axes[0][0], list(tp), lambda g, k: spread(tp[g].get(k, []), "events_per_s") if k in tp[g] else None, "1. one fast stream: events/s", "events/s", log=True)
-    axes[0][0].legend(fontsize=8)
     slow = results.get("slow", {})
     slow_groups = [(kind, n) for kind, per_n in slow.items() for n in per_n]
     names = [f"{int(n):,} streams" for _, n in slow_groups]
@@ -464,6 +463,10 @@ def chart(results: dict[str, Any], path: Path) -> None:
     bars(axes[1][1], dnames, disc_get, "3. disconnect → generator closed, p99 (missing bar: not closed in time)", "ms", log=True)
     tt = results.get("ttfb", {})
     bars(axes[1][2], list(tt), lambda g, k: spread(tt[g].get(k, []), "p50_us") if k in tt[g] else None, "4. time to first byte, p50", "µs")
+    for ax in axes.flat:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+            break
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

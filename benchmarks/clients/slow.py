@@ -1,11 +1,14 @@
 """Many concurrent slow streams (workload 2): one epoll loop, non-blocking sockets.
 
-Connects ``streams`` HTTP/1.1 streams in batches (each batch waits for its response
-heads), then announces the measurement window on stdout (``WINDOW <start_ns> <end_ns>``)
-so the harness can sample the server, and records, for every event due inside the
-window, its lateness: arrival time minus the due time the event carries. Events due
-in the window that have not arrived ``grace`` seconds after it count as missing
-(infinitely late). Prints a JSON summary as its last line.
+Every stream's schedule starts at a common *go* time a little in the future, each
+with its own phase (spread evenly over one interval), so all streams are open before
+the periodic load starts and the load is even. Streams are connected in batches (each
+batch waits for its response heads and first event). Then the client announces the
+measurement window on stdout (``WINDOW <start_ns> <end_ns>``) so the harness can
+sample the server, and records, for every event due inside the window, its lateness:
+arrival time minus the due time the event carries. Events due in the window that
+have not arrived ``grace`` seconds after it count as missing (infinitely late).
+Prints a JSON summary as its last line.
 """
 
 from __future__ import annotations
@@ -26,15 +29,15 @@ _EVENT = re.compile(rb"data: (\d+)\r?\n")
 
 
 class _Conn:
-    __slots__ = ("sock", "head", "body", "carry", "first_due", "in_window", "sent")
+    __slots__ = ("sock", "start", "head", "body", "carry", "first", "sent")
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, start: int) -> None:
         self.sock = sock
+        self.start = start
         self.head = b""
         self.body: Dechunker | None = None
         self.carry = b""
-        self.first_due: int | None = None
-        self.in_window = 0
+        self.first = False
         self.sent = False
 
 
@@ -45,16 +48,20 @@ def _cpu() -> float:
 
 def run(
     port: int,
-    path: str,
     streams: int,
     interval: float,
+    events: int,
     warmup: float,
     duration: float,
     grace: float = 1.0,
     batch: int = 250,
     ramp_timeout: float = 120.0,
+    ramp_budget: float = 0.0008,
 ) -> dict[str, Any]:
-    """Open the streams, measure lateness over the window, return the summary."""
+    """Open the streams, measure lateness over the window, return the summary.
+
+    ``ramp_budget``: seconds allowed per stream to open them all before *go*.
+    """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -62,15 +69,15 @@ def run(
         raise SystemExit(f"RLIMIT_NOFILE hard limit {hard} is too low for {streams} streams")
     ep = select.epoll()
     conns: dict[int, _Conn] = {}
-    request = h1_request(path)
     clock = time.monotonic_ns
     step = int(interval * 1e9)
+    go = clock() + int((1.0 + streams * ramp_budget) * 1e9)
     window = [0, 0]  # start, end (ns); 0 until the ramp is over
     lateness: list[int] = []
-    heads = 0
+    started = 0  # streams whose first event arrived
 
     def on_readable(conn: _Conn) -> None:
-        nonlocal heads
+        nonlocal started
         try:
             data = conn.sock.recv(65536)
         except BlockingIOError:
@@ -85,18 +92,18 @@ def run(
                 return
             conn.head, data = b"", parts[1]
             conn.body = Dechunker()
-            heads += 1
         buf = conn.carry + conn.body.feed(data)
         cut = buf.rfind(b"\n") + 1
         conn.carry = buf[cut:]
         start, end = window
         for m in _EVENT.finditer(buf, 0, cut):
+            if not conn.first:
+                conn.first = True
+                started += 1
+                continue
             due = int(m.group(1))
-            if conn.first_due is None:
-                conn.first_due = due
-            if start and start <= due < end:
+            if start <= due < end:
                 lateness.append(now - due)
-                conn.in_window += 1
 
     def poll(timeout: float) -> None:
         for fd, mask in ep.poll(timeout):
@@ -105,7 +112,7 @@ def run(
                 err = conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
                 if err:
                     raise OSError(err, f"connect failed: {errno.errorcode.get(err, err)}")
-                conn.sock.send(request)
+                conn.sock.send(h1_request(f"/slow?n={events}&interval={interval}&start={conn.start}"))
                 conn.sent = True
                 ep.modify(fd, select.EPOLLIN)
             elif mask & (select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR):
@@ -113,22 +120,24 @@ def run(
 
     # ---- ramp: connect in batches, each waiting for its response heads
     ramp_started = time.monotonic()
+    ramp_started_ns = clock()
     while len(conns) < streams:
         for _ in range(min(batch, streams - len(conns))):
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.connect_ex(("127.0.0.1", port))
-            conns[sock.fileno()] = _Conn(sock)
+            phase = len(conns) * step // streams
+            conns[sock.fileno()] = _Conn(sock, go + phase)
             ep.register(sock.fileno(), select.EPOLLOUT)
-        while heads < len(conns):
+        while started < len(conns):
             if time.monotonic() - ramp_started > ramp_timeout:
-                raise RuntimeError(f"only {heads} of {streams} streams started within {ramp_timeout:.0f} s")
+                raise RuntimeError(f"only {started} of {streams} streams started within {ramp_timeout:.0f} s")
             poll(0.05)
     ramp_seconds = time.monotonic() - ramp_started
 
     # ---- the window
-    window[0] = clock() + int(warmup * 1e9)
+    window[0] = max(clock(), go) + int(warmup * 1e9)
     window[1] = window[0] + int(duration * 1e9)
     sys.stdout.write(f"WINDOW {window[0]} {window[1]}\n")
     sys.stdout.flush()
@@ -147,10 +156,8 @@ def run(
 
     expected = 0
     for conn in conns.values():
-        if conn.first_due is None:
-            continue
-        first_k = max(0, -(-(window[0] - conn.first_due) // step))
-        last_k = (window[1] - 1 - conn.first_due) // step
+        first_k = max(0, -(-(window[0] - conn.start) // step))
+        last_k = min(events - 1, (window[1] - 1 - conn.start) // step)
         expected += max(0, last_k - first_k + 1)
     received = len(lateness)
     missing = max(0, expected - received)
@@ -163,6 +170,7 @@ def run(
     return {
         "streams": streams,
         "ramp_s": ramp_seconds,
+        "ramp_past_go": ramp_seconds > (go - ramp_started_ns) / 1e9,
         "expected": expected,
         "received": received,
         "missing": missing,

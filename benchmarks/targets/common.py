@@ -57,13 +57,15 @@ async def fast_tokens(n: int, framed: bool = False) -> AsyncIterator[str]:
 
 
 # ---------------------------------------------------------------- workload 2: slow streams
-async def slow_tokens(n: int, interval: float, framed: bool = False) -> AsyncIterator[str]:
-    """``n`` events, event k due ``k * interval`` after the first; each event's data is
-    its due time (``time.monotonic_ns``), so the client measures its lateness."""
+async def slow_tokens(n: int, interval: float, start_ns: int | None = None, framed: bool = False) -> AsyncIterator[str]:
+    """A first event at once, then ``n`` events, event k due at ``start_ns + k * interval``
+    (``time.monotonic_ns``; default: one interval from now). Each event's data is its due
+    time, so the client measures its lateness."""
     now = time.monotonic_ns
     fmt = "data: %d\n\n" if framed else "%d"
     step = int(interval * 1e9)
-    start = now()
+    yield fmt % now()
+    start = start_ns if start_ns is not None else now() + step
     for k in range(n):
         due = start + k * step
         delay = due - now()
@@ -125,14 +127,15 @@ async def one_token(framed: bool = False) -> AsyncIterator[str]:
 def source_for(path: str, params: dict[str, str], *, framed: bool) -> Any:
     """The generator a request asks for, or None for an unknown path.
 
-    ``/fast?n=`` · ``/slow?n=&interval=`` · ``/block?trial=&block=&mode=async|sync`` · ``/ttfb``
+    ``/fast?n=`` · ``/slow?n=&interval=&start=`` · ``/block?trial=&block=&mode=async|sync`` · ``/ttfb``
     """
     if path == "/fast":
         n = int(params.get("n", "1000"))
         return fast_tokens(n, framed)
     if path == "/slow":
         n, interval = int(params.get("n", "100")), float(params.get("interval", "0.1"))
-        return slow_tokens(n, interval, framed)
+        start = int(params["start"]) if "start" in params else None
+        return slow_tokens(n, interval, start, framed)
     if path == "/block":
         trial, block = params.get("trial", "?"), float(params.get("block", "0.5"))
         if params.get("mode") == "sync":

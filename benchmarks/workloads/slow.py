@@ -30,7 +30,7 @@ def measure_one(
     events = math.ceil((_RAMP_TIMEOUT + warmup + duration + 30) / interval)
     args = {
         "port": server.port,
-        "path": f"/slow?n={events}&interval={interval}",
+        "events": events,
         "streams": streams,
         "interval": interval,
         "warmup": warmup,
