@@ -66,17 +66,20 @@ class ServerProcess:
             return ""
 
     def stop(self, timeout: float = 5.0) -> None:
-        """SIGTERM, then SIGKILL after ``timeout`` seconds; reaps the process."""
-        if self.popen.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            self.popen.send_signal(signal.SIGTERM)
-        try:
-            self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
+        """SIGTERM, then SIGKILL after ``timeout`` seconds; reaps the process. Worker
+        processes it started (hypercorn and nginx fork workers) share its process
+        group, which was created for it: whatever is left of that group is killed too."""
+        if self.popen.poll() is None:
             with contextlib.suppress(ProcessLookupError):
-                self.popen.kill()
-            self.popen.wait(timeout)
+                self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    self.popen.kill()
+                self.popen.wait(timeout)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
 
 
 @dataclass(slots=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import time
 from typing import Any
 
 from ..sse import SSEMessage, SSEParser
@@ -10,8 +11,19 @@ from .base import FAULT_PROXY, FAULT_TARGET, CaseContext, Fail, Observed, requir
 
 
 def wire_fault(ctx: CaseContext) -> str:
-    """Whom a wire-timing failure points at: the proxy if there is one."""
-    return FAULT_PROXY if ctx.target.proxy else FAULT_TARGET
+    """Whom a wire-timing failure points at: the app, unless a proxy sits in front
+    and the app's own response (asked for directly, with HEAD) carried
+    ``X-Accel-Buffering: no`` — then the proxy buffered despite being told not to."""
+    if not ctx.target.proxy or ctx.target.hooks is None or ctx.last_request is None:
+        return FAULT_TARGET
+    path, accept = ctx.last_request
+    try:
+        with ctx.target.hooks.h1(timeout=5) as c:
+            c.request("HEAD", path, headers=[("accept", accept)] if accept else [])
+            resp = c.read_response(deadline=time.monotonic() + 5)
+    except Exception:  # noqa: BLE001 - no diagnosis possible
+        return FAULT_TARGET
+    return FAULT_PROXY if (resp.header("x-accel-buffering") or b"").lower() == b"no" else FAULT_TARGET
 
 
 def events_by_chunk(obs: Observed) -> tuple[SSEParser, list[tuple[int, int]]]:

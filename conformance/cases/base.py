@@ -161,6 +161,8 @@ class CaseContext:
     target: Target
     timing: Timing
     case_name: str
+    #: The last request :func:`fetch` made: (path, Accept), for diagnosing a proxy.
+    last_request: tuple[str, str | None] | None = None
 
     def label(self, tag: str = "") -> str:
         """A label unique to this run, for correlating with the hooks."""
@@ -326,6 +328,7 @@ def fetch(ctx: CaseContext, path: str, accept: str | None = SSE, *, method: str 
     target = ctx.target
     timeout = timeout or ctx.timing.request_timeout
     method = method or ctx.method()
+    ctx.last_request = (path, accept)
     headers = ctx.headers(accept)
     body = ctx.body()
     if target.protocol == "h2":

@@ -58,14 +58,28 @@ def headers(ctx: CaseContext) -> str:
         require("no-cache" in cc or "no-store" in cc, f"{what}: Cache-Control {cc!r}, expected no-cache")
         xab = obs.header("x-accel-buffering")
         if ctx.target.proxy == "nginx":
-            # nginx consumes X-Accel-* headers from the upstream (proxy_hide_header default).
+            # nginx consumes X-Accel-* headers from the upstream (proxy_hide_header default):
+            # check that the app sent it by asking the upstream directly.
             require(xab is None, f"{what}: nginx passed X-Accel-Buffering through ({xab!r})")
-            notes.append(f"{media or obs.media_type}: ok (X-Accel-Buffering consumed by nginx, "
+            upstream = _upstream_header(ctx, ctx.path(n=2, interval="0.01"), accept, "x-accel-buffering")
+            require(upstream in ("no", None) if ctx.target.hooks is None else upstream == "no",
+                    f"{what}: the app's response to nginx has X-Accel-Buffering {upstream!r}, expected 'no'")
+            notes.append(f"{media or obs.media_type}: ok (X-Accel-Buffering: no sent upstream and consumed by nginx, "
                          f"Content-Encoding {obs.header('content-encoding')})")
         else:
             require(xab == "no", f"{what}: X-Accel-Buffering {xab!r}, expected 'no'")
             notes.append(f"{media or obs.media_type}: ok")
     return "; ".join(notes)
+
+
+def _upstream_header(ctx: CaseContext, path: str, accept: str | None, name: str) -> str | None:
+    """A header of the app's own response (HEAD straight to the upstream behind a proxy)."""
+    if ctx.target.hooks is None:
+        return None
+    with ctx.target.hooks.h1(timeout=5) as c:
+        c.request("HEAD", path, headers=[("accept", accept)] if accept else [])
+        value = c.read_response(deadline=time.monotonic() + 5).header(name)
+    return value.decode("latin-1") if value is not None else None
 
 
 # ---------------------------------------------------------------- per-token
@@ -79,10 +93,21 @@ def _per_token(ctx: CaseContext, mode: str) -> str:
         require(obs.status == 200 and obs.complete, f"status {obs.status}, complete {obs.complete}")
         if obs.media_type != "text/event-stream":
             raise Skip(f"not an SSE endpoint ({obs.media_type})")
-        require(len(parser.events) >= 2, f"only {len(parser.events)} events: cannot judge pacing")
-        require_one_event_per_chunk(ctx, obs, counts)
+        require(len(parser.events) >= 3, f"only {len(parser.events)} events: cannot judge pacing")
+        # Production times are unknown here: events made back to back (a finish chunk and
+        # [DONE]) may share a chunk, but most chunks must carry exactly one event.
+        partial = [i for i, (e, c) in enumerate(counts) if e == 0 and c == 0]
+        require(not partial, f"{unit}s {partial} carried part of an event: {obs.describe_chunks()}", fault=wire_fault(ctx))
+        carrying = [e for e, _ in counts if e]
+        merged = [e for e in carrying[:-1] if e > 1]
+        require(len(carrying) >= 2, f"all {len(parser.events)} events arrived in one {unit} (buffered)",
+                fault=wire_fault(ctx))
+        require(len(merged) <= 0.2 * max(1, len(carrying) - 1),
+                f"{len(merged)} of {len(carrying)} {unit}s carried several events ({'/'.join(map(str, carrying))}): "
+                f"tokens are merged, not flushed one by one", fault=wire_fault(ctx))
         spread = parser.events[-1].t - parser.events[0].t  # type: ignore[operator]
-        return f"{len(parser.events)} events, one per {unit}, spread over {spread * 1000:.0f} ms"
+        return (f"{len(parser.events)} events in {len(carrying)} {unit}s ({'/'.join(map(str, carrying))} events each), "
+                f"spread over {spread * 1000:.0f} ms")
     require_sse_tokens(obs, parser, expected_tokens(n))
     require_one_event_per_chunk(ctx, obs, counts)
     if ctx.target.hooks is None:
