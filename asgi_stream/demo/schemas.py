@@ -129,8 +129,10 @@ def _int(body: dict[str, Any], name: str, default: int | None, lo: int, hi: int)
     value = body.get(name)
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
-        isinstance(value, float) and not value.is_integer()
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or (isinstance(value, float) and not value.is_integer())
     ):
         raise APIError(400, f"'{name}' must be an integer, got {_kind(value)}.", param=name)
     value = int(value)
@@ -246,10 +248,10 @@ def _messages(body: dict[str, Any], limits: Limits) -> list[dict[str, str]]:
             raise APIError(400, f"messages[{i}] must be an object, got {_kind(message)}.", param=f"messages[{i}]")
         role = message.get("role")
         if role not in _ROLES:
-            raise APIError(
-                400, f"messages[{i}].role must be one of {', '.join(_ROLES)}.", param=f"messages[{i}].role"
-            )
-        messages.append({"role": "system" if role == "developer" else role, "content": _content(message.get("content"), i)})
+            raise APIError(400, f"messages[{i}].role must be one of {', '.join(_ROLES)}.", param=f"messages[{i}].role")
+        messages.append(
+            {"role": "system" if role == "developer" else role, "content": _content(message.get("content"), i)}
+        )
     _check_chars(sum(len(m["content"]) for m in messages), limits, "messages")
     return messages
 
@@ -275,14 +277,18 @@ def parse_completion(body: dict[str, Any], limits: Limits, *, paced: bool = Fals
     """``POST /v1/completions``."""
     prompt = _prompt(body, limits)
     stream, usage = _stream(body)
-    return ParsedRequest(_params(body, limits, paced=paced), prompt=prompt, stream=stream, include_usage=usage, model=_model(body))
+    return ParsedRequest(
+        _params(body, limits, paced=paced), prompt=prompt, stream=stream, include_usage=usage, model=_model(body)
+    )
 
 
 def parse_chat(body: dict[str, Any], limits: Limits, *, paced: bool = False) -> ParsedRequest:
     """``POST /v1/chat/completions``."""
     messages = _messages(body, limits)
     stream, usage = _stream(body)
-    return ParsedRequest(_params(body, limits, paced=paced), messages=messages, stream=stream, include_usage=usage, model=_model(body))
+    return ParsedRequest(
+        _params(body, limits, paced=paced), messages=messages, stream=stream, include_usage=usage, model=_model(body)
+    )
 
 
 def parse_generate(body: dict[str, Any], limits: Limits, *, paced: bool = False) -> ParsedRequest:

@@ -332,7 +332,8 @@ def generate_into(
         stats.error = exc
         stats.finish_reason = "error"
         logger.exception("asgi_stream: generate failed")
-        token.cancel(CancelReason.ERROR)
+        # The token is left alone: the consumer gets the error from the channel, so the
+        # stream can report it (an SSE error event) rather than be cut off as cancelled.
     finally:
         stats.stopped_at = time.monotonic()
         stats.cancelled_at = token.cancelled_at

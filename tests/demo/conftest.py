@@ -79,7 +79,11 @@ def sse_events(body: str) -> list[str]:
     """The data of each SSE event in a complete body (simple bodies, LF only)."""
     events = []
     for block in body.split("\n\n"):
-        lines = [line[6:] if line.startswith("data: ") else line[5:] for line in block.split("\n") if line.startswith("data:")]
+        lines = [
+            line[6:] if line.startswith("data: ") else line[5:]
+            for line in block.split("\n")
+            if line.startswith("data:")
+        ]
         if lines:
             events.append("\n".join(lines))
     return events

@@ -23,7 +23,9 @@ LONG = Limits(max_tokens=4000)
 
 def _generate(url: str, prompt: str, n: int, accept: str | None = None) -> httpx.Response:
     headers = {"Accept": accept} if accept else {}
-    return httpx.post(url + "/generate", json={"prompt": prompt, "max_tokens": n, "temperature": 0}, headers=headers, timeout=30)
+    return httpx.post(
+        url + "/generate", json={"prompt": prompt, "max_tokens": n, "temperature": 0}, headers=headers, timeout=30
+    )
 
 
 def test_generate_negotiates_text_sse_and_ndjson(live: Any) -> None:
@@ -108,7 +110,10 @@ def test_queue_full_gets_429_and_queued_stream_gets_keepalives(live: Any) -> Non
     running = Reader(url + "/generate", {"prompt": "a", "max_tokens": 4000, "temperature": 0})
     running.start()
     wait_for(lambda: running.chunks)
-    queued = Reader(url + "/v1/chat/completions", {"messages": [{"role": "user", "content": "b"}], "stream": True, "max_tokens": 20, "temperature": 0})
+    queued = Reader(
+        url + "/v1/chat/completions",
+        {"messages": [{"role": "user", "content": "b"}], "stream": True, "max_tokens": 20, "temperature": 0},
+    )
     queued.start()
     wait_for(lambda: engine.queue_depth == 1)
     refused = httpx.post(url + "/v1/completions", json={"prompt": "c", "max_tokens": 5}, timeout=10)
@@ -173,10 +178,16 @@ def test_metrics_per_stream(live: Any) -> None:
     for _ in range(2):
         assert _generate(url, "m", 30, "text/event-stream").status_code == 200
     with httpx.Client(timeout=10) as client:
-        with client.stream("POST", url + "/generate", json={"prompt": "x", "max_tokens": 4000}, headers={"Accept": "text/event-stream"}) as r:
+        with client.stream(
+            "POST", url + "/generate", json={"prompt": "x", "max_tokens": 4000}, headers={"Accept": "text/event-stream"}
+        ) as r:
             next(r.iter_raw())
     assert httpx.post(url + "/generate", json={"prompt": ""}).status_code == 400
-    wait_for(lambda: stats_entry(url, endpoint="generate") and stats_entry(url, endpoint="generate")["outcome"] == "cancelled")
+    wait_for(
+        lambda: (
+            stats_entry(url, endpoint="generate") and stats_entry(url, endpoint="generate")["outcome"] == "cancelled"
+        )
+    )
     s = _samples(url)
     prefix = "asgi_stream_demo_"
     assert s[(prefix + "streams_total", (("endpoint", "generate"), ("outcome", "completed")))] == 2
@@ -206,3 +217,51 @@ def test_pages(live: Any, path: str) -> None:
     _, url = live()
     response = httpx.get(url + path, timeout=10)
     assert response.status_code == 200
+
+
+class FailAt:
+    """A logits processor that raises at a given decode step (a model failing mid-way)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+        self.calls = 0
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        self.calls += 1
+        if self.calls >= self.step:
+            raise RuntimeError("device lost")
+        return scores
+
+
+def test_generation_failure_is_an_error_never_a_hang(live: Any, tiny: Any) -> None:
+    import dataclasses
+
+    import openai
+
+    failing = dataclasses.replace(
+        tiny, generate_kwargs={"logits_processor": [*tiny.generate_kwargs["logits_processor"], FailAt(20)]}
+    )
+    failing.generate_kwargs["logits_processor"][-1].calls = 0
+    _, url = live(model=failing)
+    client = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0, timeout=30)
+    received = []
+    with pytest.raises(openai.APIError) as info:  # the in-band SSE error event
+        for chunk in client.chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": "hi"}], stream=True, max_tokens=100, temperature=0
+        ):
+            if chunk.choices and chunk.choices[0].delta.content:
+                received.append(chunk.choices[0].delta.content)
+    assert received  # it failed mid-stream, after some tokens
+    assert info.value.body["type"] == "server_error"  # type: ignore[index]
+    assert "device lost" not in str(info.value)  # internals are not leaked
+    entry = wait_for(lambda: stats_entry(url, endpoint="chat.completions"))
+    assert entry["outcome"] == "error" and entry["finish_reason"] == "error"
+
+    failing.generate_kwargs["logits_processor"][-1].calls = 0
+    whole = httpx.post(url + "/v1/completions", json={"prompt": "hi", "max_tokens": 100}, timeout=30)
+    assert whole.status_code == 500
+    assert whole.json()["error"]["type"] == "server_error"
+    # The worker survived: the next request (failing again at step 20) still gets an answer.
+    failing.generate_kwargs["logits_processor"][-1].calls = 0
+    short = httpx.post(url + "/v1/completions", json={"prompt": "hi", "max_tokens": 5, "temperature": 0}, timeout=30)
+    assert short.status_code == 200 and short.json()["usage"]["completion_tokens"] == 5

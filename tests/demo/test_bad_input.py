@@ -35,7 +35,13 @@ CASES: list[tuple[str, str, Any, int, str | None]] = [
     ("message without role", CHAT, {"messages": [{"content": "hi"}]}, 400, "messages[0].role"),
     ("unknown role", CHAT, {"messages": [{"role": "wizard", "content": "hi"}]}, 400, "messages[0].role"),
     ("content a number", CHAT, {"messages": [{"role": "user", "content": 5}]}, 400, "messages[0].content"),
-    ("content parts not text", CHAT, {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, 400, "messages[0].content"),
+    (
+        "content parts not text",
+        CHAT,
+        {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
+        400,
+        "messages[0].content",
+    ),
     ("missing prompt", COMP, {"max_tokens": 5}, 400, "prompt"),
     ("missing prompt (generate)", GEN, {"max_tokens": 5}, 400, "prompt"),
     ("prompt a number", COMP, {"prompt": 42}, 400, "prompt"),
@@ -54,7 +60,13 @@ CASES: list[tuple[str, str, Any, int, str | None]] = [
     ("temperature out of range", CHAT, {"messages": MSG, "temperature": 9}, 400, "temperature"),
     ("top_p zero", COMP, {"prompt": "hi", "top_p": 0}, 400, "top_p"),
     ("stream not a boolean", CHAT, {"messages": MSG, "stream": "yes"}, 400, "stream"),
-    ("stream_options not an object", CHAT, {"messages": MSG, "stream": True, "stream_options": 1}, 400, "stream_options"),
+    (
+        "stream_options not an object",
+        CHAT,
+        {"messages": MSG, "stream": True, "stream_options": 1},
+        400,
+        "stream_options",
+    ),
     ("seed a string", COMP, {"prompt": "hi", "seed": "x"}, 400, "seed"),
     ("model a number", CHAT, {"messages": MSG, "model": 3}, 400, "model"),
     ("n greater than one", CHAT, {"messages": MSG, "n": 2}, 400, "n"),
@@ -107,7 +119,9 @@ def test_context_length_exceeded(tiny: Any, live: Any) -> None:
     assert error["code"] == "context_length_exceeded" and error["param"] == "max_tokens"
 
 
-@pytest.mark.parametrize("method,path,status", [("GET", CHAT, 405), ("GET", GEN, 405), ("POST", "/nope", 404), ("GET", "/v2/models", 404)])
+@pytest.mark.parametrize(
+    "method,path,status", [("GET", CHAT, 405), ("GET", GEN, 405), ("POST", "/nope", 404), ("GET", "/v2/models", 404)]
+)
 def test_wrong_route_or_method(base: str, method: str, path: str, status: int) -> None:
     response = httpx.request(method, base + path, timeout=10)
     assert response.status_code == status

@@ -4,6 +4,7 @@ and the page's SSE parser follows the WHATWG rules for any split of the byte str
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -26,7 +27,9 @@ ARGS = [
     "--no-first-run",
 ]
 
-pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="chromium is not installed (apt-get install chromium)")
+pytestmark = pytest.mark.skipif(
+    not os.path.exists(CHROMIUM), reason="chromium is not installed (apt-get install chromium)"
+)
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +88,7 @@ def test_tokens_appear_incrementally(page: Any, tiny: Any, server: Any, make_app
     distinct = list(dict.fromkeys(texts))
     intermediate = [t for t in distinct if t != expected]
     assert len(intermediate) >= 10, distinct  # the text grew token by token
-    for shorter, longer in zip(distinct, distinct[1:]):
+    for shorter, longer in itertools.pairwise(distinct):
         assert longer.startswith(shorter)  # each view extends the previous one
     times = [t for t, text in snapshots if text]
     assert times[-1] - times[0] > 1000  # spread over ~1.9 s, not one burst (ms)

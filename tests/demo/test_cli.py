@@ -111,7 +111,9 @@ def test_cli_paced_http2(cli: Any) -> None:
     while True:
         try:
             with httpx.Client(http1=False, http2=True, timeout=10) as client:  # prior knowledge
-                response = client.post(base + "/generate", json={"prompt": "x", "max_tokens": 5}, headers={"Accept": "text/event-stream"})
+                response = client.post(
+                    base + "/generate", json={"prompt": "x", "max_tokens": 5}, headers={"Accept": "text/event-stream"}
+                )
             break
         except httpx.ConnectError:
             if time.monotonic() > deadline:

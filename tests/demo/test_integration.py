@@ -16,6 +16,8 @@ from starlette.requests import Request
 from starlette.routing import Route
 
 from asgi_stream import CancelReason, StreamMiddleware
+from asgi_stream.channel import TokenChannel
+from asgi_stream.demo.model import LoadedModel
 from asgi_stream.errors import BufferOverflowError
 from asgi_stream.integrations.transformers import (
     GenerationStats,
@@ -25,8 +27,6 @@ from asgi_stream.integrations.transformers import (
     generate_into,
     start_generation,
 )
-from asgi_stream.channel import TokenChannel
-from asgi_stream.demo.model import LoadedModel
 
 from .conftest import wait_for
 
@@ -59,9 +59,7 @@ def _ids(tiny: LoadedModel, text: str) -> list[int]:
 def _greedy(tiny: LoadedModel, prompt: str, n: int) -> str:
     ids = torch.tensor([_ids(tiny, prompt)])
     with torch.inference_mode():
-        out = tiny.model.generate(
-            ids, max_new_tokens=n, do_sample=False, pad_token_id=0, **tiny.generate_kwargs
-        )
+        out = tiny.model.generate(ids, max_new_tokens=n, do_sample=False, pad_token_id=0, **tiny.generate_kwargs)
     return tiny.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
 
 
@@ -99,7 +97,12 @@ def test_streamed_text_equals_plain_generate(tiny: LoadedModel) -> None:
 
     async def main() -> tuple[list[str], GenerationStats]:
         gen = start_generation(
-            tiny.model, tiny.tokenizer, _ids(tiny, "Once upon"), max_new_tokens=120, do_sample=False, **tiny.generate_kwargs
+            tiny.model,
+            tiny.tokenizer,
+            _ids(tiny, "Once upon"),
+            max_new_tokens=120,
+            do_sample=False,
+            **tiny.generate_kwargs,
         )
         pieces = [p async for p in gen]
         assert gen.join(5)
@@ -168,7 +171,13 @@ def test_cancel_before_start_runs_no_forward_pass(tiny: LoadedModel) -> None:
 def test_consumer_leaving_stops_generation(tiny: LoadedModel) -> None:
     async def main() -> GenerationStats:
         gen = start_generation(
-            tiny.model, tiny.tokenizer, _ids(tiny, "a"), max_new_tokens=4000, min_new_tokens=4000, do_sample=False, **tiny.generate_kwargs
+            tiny.model,
+            tiny.tokenizer,
+            _ids(tiny, "a"),
+            max_new_tokens=4000,
+            min_new_tokens=4000,
+            do_sample=False,
+            **tiny.generate_kwargs,
         )
         iterator = gen.channel.__aiter__()
         await iterator.__anext__()

@@ -44,7 +44,7 @@ def test_mounted_in_fastapi(tiny: LoadedModel, server: Any) -> None:
         assert 'src="static/app.js"' in page.text  # relative: resolves under the prefix
         script = httpx.get(base + "/demo/static/app.js", timeout=10)
         assert script.status_code == 200 and 'fetch("v1/chat/completions"' in script.text
-        assert "fetch(\"/" not in script.text  # no absolute URL would escape the mount
+        assert 'fetch("/' not in script.text  # no absolute URL would escape the mount
 
         # Concurrent first requests: the model loads exactly once.
         results: list[int] = []

@@ -24,10 +24,15 @@ def client_for(live: Any) -> Any:
 
 
 def test_chat_stream_with_the_openai_client(client_for: Any) -> None:
-    _, client, url = client_for()
+    _, client, _ = client_for()
     messages = [{"role": "user", "content": "Say something"}]
     stream = client.chat.completions.create(
-        model="tiny", messages=messages, stream=True, max_tokens=60, temperature=0, stream_options={"include_usage": True}
+        model="tiny",
+        messages=messages,
+        stream=True,
+        max_tokens=60,
+        temperature=0,
+        stream_options={"include_usage": True},
     )
     pieces, finish, usage, roles = [], None, None, []
     for chunk in stream:
@@ -58,7 +63,9 @@ def test_chat_stream_with_the_openai_client(client_for: Any) -> None:
 
 def test_completions_stream_with_the_openai_client(client_for: Any) -> None:
     _, client, _ = client_for()
-    stream = client.completions.create(model="tiny", prompt="Once upon a time", stream=True, max_tokens=40, temperature=0)
+    stream = client.completions.create(
+        model="tiny", prompt="Once upon a time", stream=True, max_tokens=40, temperature=0
+    )
     pieces, finish = [], None
     for chunk in stream:
         assert chunk.object == "text_completion"

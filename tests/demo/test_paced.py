@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import time
@@ -14,7 +15,9 @@ from asgi_stream.demo.engine import PACED_TOKENS
 from .conftest import sse_events, stats_entry, wait_for
 
 
-def _timed_events(url: str, body: dict[str, Any], accept: str = "text/event-stream", stop_after: int | None = None) -> list[tuple[float, bytes]]:
+def _timed_events(
+    url: str, body: dict[str, Any], accept: str = "text/event-stream", stop_after: int | None = None
+) -> list[tuple[float, bytes]]:
     chunks = []
     with httpx.Client(timeout=30) as client:
         with client.stream("POST", url + "/generate", json=body, headers={"Accept": accept}) as response:
@@ -34,7 +37,7 @@ def test_paced_tokens_arrive_one_per_interval(live: Any) -> None:
     assert sse_events(body) == list(PACED_TOKENS[:8])
     times = [t for t, c in chunks if b"data:" in c]
     assert len(times) >= 6  # sent one by one (a loaded machine may merge a pair on read)
-    gaps = [b - a for a, b in zip(times, times[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert all(g > 0.05 for g in gaps), gaps  # paced, not a burst at the end
     assert 0.6 < times[-1] - times[0] < 3.0
 
@@ -46,7 +49,11 @@ def test_paced_interval_and_count_per_request(live: Any) -> None:
     assert time.monotonic() - started < 3.0
     expected = "".join(PACED_TOKENS[i % len(PACED_TOKENS)] for i in range(20))
     assert text == expected
-    nd = httpx.post(url + "/generate", json={"prompt": "go", "max_tokens": 3, "interval": 0}, headers={"Accept": "application/x-ndjson"})
+    nd = httpx.post(
+        url + "/generate",
+        json={"prompt": "go", "max_tokens": 3, "interval": 0},
+        headers={"Accept": "application/x-ndjson"},
+    )
     assert [json.loads(line) for line in nd.text.splitlines()] == list(PACED_TOKENS[:3])
     bad = httpx.post(url + "/generate", json={"prompt": "go", "interval": -1})
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "interval"
@@ -88,7 +95,9 @@ def test_paced_openai_stream(live: Any) -> None:
     client = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
     pieces = [
         c.choices[0].delta.content
-        for c in client.chat.completions.create(model="paced", messages=[{"role": "user", "content": "a b c"}], stream=True)
+        for c in client.chat.completions.create(
+            model="paced", messages=[{"role": "user", "content": "a b c"}], stream=True
+        )
         if c.choices and c.choices[0].delta.content
     ]
     assert pieces == list(PACED_TOKENS[:4])
