@@ -106,9 +106,14 @@ class RedisStore(ReplayStore):
                 retry=Retry(NoBackoff(), 0),
             )
             self._owns_client = True
-        else:
+        elif hasattr(url_or_client, "pipeline") and hasattr(url_or_client, "xread"):
+            kwargs = getattr(getattr(url_or_client, "connection_pool", None), "connection_kwargs", {})
+            if kwargs.get("decode_responses"):
+                raise ValueError("RedisStore needs a client with bytes replies (decode_responses=False)")
             self.redis = url_or_client
             self._owns_client = False
+        else:
+            raise TypeError(f"RedisStore needs a redis:// URL or a redis.asyncio.Redis client, got {url_or_client!r}")
         self.local = MemoryStore(self.limits, max_streams=max_streams)
         self._down_until = 0.0
         self._failures = 0
@@ -169,7 +174,7 @@ class RedisStore(ReplayStore):
         local = await self.local.meta(stream_id)
         if local is not None:
             return local
-        raw = await self.call(lambda: self.redis.hgetall(self.key(stream_id, "m")))
+        raw: Any = await self.call(lambda: self.redis.hgetall(self.key(stream_id, "m")))
         if not raw:
             return None
         return decode_meta(raw)
@@ -231,10 +236,11 @@ class RedisStore(ReplayStore):
                         seq += 1
                 continue
             # Nothing new for a heartbeat: is the stream still there, its producer alive?
+            check = self.redis.pipeline(transaction=False)
+            check.hget(meta_key, "state")
+            check.exists(producer_key)
             try:
-                state, producing = await self.call(
-                    lambda: self.redis.pipeline(transaction=False).hget(meta_key, "state").exists(producer_key).execute()
-                )
+                state, producing = await self.call(check.execute)
             except StoreUnavailable:
                 state, producing = b"?", 1
                 trouble_since = trouble_since or now
@@ -289,7 +295,7 @@ class RedisWriter(Writer):
     async def write_meta(self) -> None:
         """Write the stream's metadata and learn what Redis already holds."""
         keys, store = self._keys, self.store
-        fields = {k: str(v) for k, v in self.meta.to_dict().items()}
+        fields: dict[Any, Any] = {k: str(v) for k, v in self.meta.to_dict().items()}
         pipe = store.redis.pipeline(transaction=False)
         pipe.hset(keys["m"], mapping=fields)
         pipe.hsetnx(keys["m"], "state", "running")  # "done" stays if the end made it

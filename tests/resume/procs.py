@@ -63,7 +63,9 @@ def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 5.0) -> 
         proc.wait(timeout)
 
 
-def _spawn(argv: list[str], log_path: Path, *, env: dict[str, str] | None = None, pass_fds: tuple[int, ...] = ()) -> subprocess.Popen[bytes]:
+def _spawn(
+    argv: list[str], log_path: Path, *, env: dict[str, str] | None = None, pass_fds: tuple[int, ...] = ()
+) -> subprocess.Popen[bytes]:
     with open(log_path, "ab") as log:
         return subprocess.Popen(
             argv,
@@ -267,7 +269,9 @@ class Cluster:
         return "\n".join(parts)
 
 
-def wait_http(port: int, path: str = "/health", timeout: float = 20.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+def wait_http(
+    port: int, path: str = "/health", timeout: float = 20.0, proc: subprocess.Popen[bytes] | None = None
+) -> None:
     """Wait until ``GET path`` on the port answers 200."""
     deadline = time.monotonic() + timeout
     request = f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()

@@ -39,7 +39,7 @@ def _node_eventsource() -> Path:
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
         pytest.skip("Node.js and npm are needed for the npm eventsource client (apt-get install nodejs npm)")
-    version = subprocess.run([node, "--version"], capture_output=True, text=True).stdout.strip()
+    version = subprocess.run([node, "--version"], capture_output=True, text=True, check=False).stdout.strip()
     if int(re.match(r"v(\d+)", version).group(1)) < 18:
         pytest.skip(f"the eventsource package needs Node.js >= 18, found {version}")
     installed = NODE_DIR / "node_modules" / "eventsource" / "package.json"
@@ -50,7 +50,7 @@ def _node_eventsource() -> Path:
         proc = subprocess.run(
             [npm, "install", "--prefix", str(NODE_DIR), "--no-audit", "--no-fund", "--no-save",
              f"eventsource@{EVENTSOURCE_VERSION}"],
-            capture_output=True, text=True, timeout=240,
+            capture_output=True, text=True, timeout=240, check=False,
         )  # fmt: skip
     except subprocess.TimeoutExpired:
         pytest.skip("npm install eventsource timed out (no registry?)")
@@ -63,7 +63,7 @@ def run_node(url: str, timeout_s: float) -> dict:
     node_dir = _node_eventsource()
     proc = subprocess.run(
         ["node", str(CLIENT_JS), str(node_dir), url, str(int(timeout_s * 1000))],
-        capture_output=True, text=True, timeout=timeout_s + 20,
+        capture_output=True, text=True, timeout=timeout_s + 20, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1])

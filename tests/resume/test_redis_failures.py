@@ -80,7 +80,7 @@ def test_redis_killed_mid_stream(cluster, own_redis) -> None:
     assert answer.response.status == 503 and took < 3.0
     assert json.loads(b"".join(answer.events) or answer.response.body)["error"]["type"] == "store_unavailable"
     for w in c.workers:
-        fresh, took = timed(lambda: read(w.port, "/chat?n=5&interval=0", SSE))
+        fresh, took = timed(lambda w=w: read(w.port, "/chat?n=5&interval=0", SSE))
         assert fresh.response.status == 200 and datas(fresh.events) == expected(5) and took < 5.0
         health = read(w.port, "/health")
         assert health.response.status == 200
@@ -134,7 +134,7 @@ def test_a_hung_redis_hangs_nothing(cluster, own_redis) -> None:
     try:
         t0 = time.monotonic()
         for w in c.workers:
-            health, took = timed(lambda: read(w.port, "/health"))
+            health, took = timed(lambda w=w: read(w.port, "/health"))
             assert health.response.status == 200 and took < 1.0
         answer, took = timed(lambda: read(other.port, path, SSE + [("last-event-id", local.last_id)]))
         assert answer.response.status == 503 and took < 1.0 + 2.0  # the store's timeout, plus slack

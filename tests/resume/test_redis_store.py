@@ -308,7 +308,31 @@ def test_an_unreachable_redis_is_a_prompt_store_unavailable(own_redis, key_prefi
 
 
 def test_bad_arguments_are_clear_errors() -> None:
+    import redis.asyncio
+
     with pytest.raises(ValueError, match="timeout"):
         RedisStore("redis://127.0.0.1:1", timeout=0)
     with pytest.raises(ValueError, match="heartbeat"):
         RedisStore("redis://127.0.0.1:1", heartbeat=-1)
+    with pytest.raises(ValueError, match="decode_responses"):
+        RedisStore(redis.asyncio.Redis(port=1, decode_responses=True))
+    with pytest.raises(TypeError, match="redis://"):
+        RedisStore(6379)
+
+
+def test_a_client_given_by_the_application_is_used_and_left_open(redis_server, key_prefix) -> None:
+    import redis.asyncio
+
+    async def main() -> None:
+        client = redis.asyncio.Redis.from_url(redis_server.url)
+        store = RedisStore(client, key_prefix=key_prefix)
+        async with anyio.create_task_group() as tg:
+            writer = await store.open(sid(), META)
+            tg.start_soon(writer.run)
+            writer.append(1, ev(1))
+            await writer.finish("completed")
+        await store.aclose()
+        assert await client.hget(f"{key_prefix}{{{sid()}}}:m", "state") == b"done"  # still open
+        await client.aclose()
+
+    anyio.run(main)

@@ -3,6 +3,7 @@ and a reconnect after the stream's last event (what every EventSource does)."""
 
 from __future__ import annotations
 
+import anyio.lowlevel
 import pytest
 from starlette.applications import Starlette
 from starlette.routing import Route
@@ -21,9 +22,7 @@ def make_app(store, n: int, *, awaits: bool) -> Starlette:
             for i in range(n):
                 yield f"t{i}"
                 if awaits:
-                    import anyio
-
-                    await anyio.sleep(0)
+                    await anyio.lowlevel.checkpoint()
 
         return TokenStream(gen(), resumable=True, end="[DONE]")
 
