@@ -179,6 +179,13 @@ class TokenPump(Stream):
             rec.events += events
             rec.bytes += nbytes
 
+    def close_source_early(self) -> None:
+        """On cancel: a generator suspended at a ``yield`` (the pump is in a send) is
+        closed right away by another task, so its ``finally`` runs even if that send is
+        stuck; one that is running is closed by the pump as soon as it stops."""
+        if self.task_group is not None and self.source.idle():
+            self.task_group.start_soon(self.source.aclose)
+
     async def send_body(self, data: bytes, *, more_body: bool = True, first_token: bool = False) -> None:
         """Send body bytes; records the first token's time."""
         if (first_token or self.batch is not None) and data and self.record.first_token_at is None:

@@ -21,7 +21,7 @@ logger = logging.getLogger("asgi_stream")
 class TokenSource:
     """Uniform access to a token generator, whatever its kind."""
 
-    __slots__ = ("content", "name", "close_timeout", "driver", "_agen", "next")
+    __slots__ = ("content", "name", "close_timeout", "driver", "_agen", "next", "_closed")
 
     def __init__(self, content: Any, *, name: str, close_timeout: float) -> None:
         self.content = content
@@ -29,6 +29,7 @@ class TokenSource:
         self.close_timeout = close_timeout
         self.driver: SyncIteratorDriver | None = None
         self._agen: Any = None
+        self._closed: anyio.Event | None = None
         #: Awaitable next item; raises StopAsyncIteration at the end.
         self.next: Callable[[], Awaitable[Any]]
         if hasattr(content, "__anext__"):
@@ -41,8 +42,30 @@ class TokenSource:
             self.driver = SyncIteratorDriver(content, name=name)
             self.next = self.driver.next
 
+    def idle(self) -> bool:
+        """Whether the generator is suspended between items (safe to close from another
+        task): always for sync generators (closed by their own thread), for native async
+        generators when not running, never for other async iterators."""
+        if self.driver is not None:
+            return True
+        running = getattr(self._agen, "ag_running", None)
+        return running is False
+
     async def aclose(self) -> None:
-        """Close the generator; a sync one right after its current ``next()`` returns."""
+        """Close the generator; a sync one right after its current ``next()`` returns.
+        Idempotent: a second caller waits for the first one's close."""
+        if self._closed is not None:
+            with anyio.CancelScope(shield=True) as scope:
+                scope.deadline = anyio.current_time() + self.close_timeout
+                await self._closed.wait()
+            return
+        self._closed = anyio.Event()
+        try:
+            await self._close()
+        finally:
+            self._closed.set()
+
+    async def _close(self) -> None:
         with anyio.CancelScope(shield=True) as scope:
             scope.deadline = anyio.current_time() + self.close_timeout
             if self.driver is not None:

@@ -224,8 +224,13 @@ class Stream:
             logger.debug("asgi_stream: client left %s; cancelling", self.describe())
         if self.cancel_scope is not None:
             self.cancel_scope.cancel()
+        self.close_source_early()
         for hook in self._cancel_hooks:
             self.run_hook(hook, "on_cancel")
+
+    def close_source_early(self) -> None:
+        """Close the generator now if it is idle, without waiting for the driving task
+        (which may be stuck in a send the server shields from cancellation)."""
 
     def server_cancelled(self) -> None:
         """The server cancelled the task driving this stream (e.g. its graceful

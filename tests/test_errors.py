@@ -14,6 +14,7 @@ from starlette.routing import Route
 from asgi_stream import Outcome, StreamMiddleware, TokenStream
 
 from conformance.sse import parse_sse as parse
+from .conftest import wait_for
 from .support.wire import Client
 
 
@@ -71,6 +72,7 @@ def test_sse_error_after_first_byte_is_a_framed_event_and_a_clean_end(server, ca
     payload = json.loads(events[2].data)
     assert payload == {"error": {"type": "internal_error", "message": "The stream failed on the server."}}
     assert b"secret internals" not in r.body  # internals are not leaked
+    wait_for(lambda: records)
     assert any("secret internals" in str(rec.exc_info[1]) for rec in caplog.records if rec.exc_info)
     assert records[0].outcome is Outcome.ERROR
 

@@ -18,6 +18,7 @@ from starlette.routing import Mount, Route
 from asgi_stream import Outcome, StreamMiddleware, TokenStream, current_stream
 
 from conformance.sse import parse_sse as parse
+from .conftest import wait_for
 from .support.wire import Client
 
 
@@ -55,6 +56,7 @@ def test_fastapi_one_line_and_yield_dependency_lifetime(server) -> None:
     assert [json.loads(x) for x in r.body.decode().splitlines()] == [{"i": i, "dep": "resource"} for i in range(3)]
     # Documented behaviour (FastAPI >= 0.118): a yield dependency's exit runs after the
     # whole stream was sent, so the generator may use the resource to the end …
+    wait_for(lambda: "dep-closed" in lifecycle)
     assert lifecycle == ["dep-open", "token0", "token1", "token2", "dep-closed"]
 
 
@@ -165,7 +167,8 @@ def test_mounted_app_with_its_own_middleware_inside_an_app_with_one(server) -> N
         r = c.fetch("GET", "/sub/gen")
     assert [e.data for e in parse(r.body).events] == ["tok0 ", "tok1 ", "tok2 "]
     assert len(r.chunks) == 3
-    time.sleep(0.1)
+    wait_for(lambda: records_inner)
+    time.sleep(0.1)  # give a second (wrong) layer the time to report too
     assert len(records_inner) == 1 and not records_outer  # exactly one layer handled it
     assert records_inner[0].path == "/sub/gen"
 
@@ -211,7 +214,7 @@ def test_hooks_receive_complete_records(server) -> None:
     srv = server(app)
     with Client(srv.port) as c:
         c.fetch("GET", "/chat", [("accept", "text/event-stream")])
-    time.sleep(0.05)
+    wait_for(lambda: ended)
     assert len(started) == 1 and len(ended) == 1
     rec = ended[0]
     assert rec is started[0] is seen_inside[0]
@@ -237,7 +240,7 @@ def test_async_hooks_are_awaited(server) -> None:
     srv = server(app)
     with Client(srv.port) as c:
         c.fetch("GET", "/")
-    time.sleep(0.1)
+    wait_for(lambda: ended)
     assert ended == [Outcome.COMPLETED]
 
 

@@ -16,6 +16,7 @@ from asgi_stream import CancelReason, Outcome, StreamMiddleware, TokenStream
 from asgi_stream.resume import Limits, MemoryStore
 
 from conformance.sse import SSEParser as SpecParser
+from .conftest import wait_for
 from .support.wire import Client
 
 N = 30
@@ -200,7 +201,7 @@ def test_a_returning_client_keeps_the_generator_alive(server) -> None:
         c2.send_request("GET", "/chat", [("last-event-id", first.events[-1].last_event_id)])
         _, rest = read_events(c2)
     assert [e.data for e in first.events + rest.events] == EXPECTED
-    time.sleep(0.1)
+    wait_for(lambda: records)
     assert records[0].outcome is Outcome.COMPLETED
 
 

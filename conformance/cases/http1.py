@@ -126,12 +126,14 @@ def slow_reader(ctx: CaseContext) -> str:
             f"{in_flight / mib:.1f} MiB produced beyond what the client read: the producer was not held back")
     fin = log.get("finally_at")
     cancelled_at = log.get("cancelled_at")
-    if fin is None and log.get("cancel_reason") == "send_timeout" and cancelled_at is not None:
+    if log.get("ended_at") is None and log.get("cancel_reason") == "send_timeout" and cancelled_at is not None:
+        closed = (f"its generator was closed {fin - t_stop:.1f} s after the client stopped reading"
+                  if fin is not None else "its generator is not closed yet")
         raise ServerFault(
             f"the app's send timeout fired {cancelled_at - t_stop:.1f} s after the client stopped reading (its "
-            f"CancelToken is set, {produced / mib:.2f} MiB produced, RSS +{growth / mib:.1f} MiB), but the stream "
-            f"could not end: the server's send() is still blocked {time.monotonic() - cancelled_at:.0f} s later and does "
-            f"not yield to "
+            f"CancelToken is set, {closed}, {produced / mib:.2f} MiB produced, RSS +{growth / mib:.1f} MiB), but the "
+            f"response could not end: the server's send() is still blocked {time.monotonic() - cancelled_at:.0f} s "
+            f"later and does not yield to "
             f"cancellation (hypercorn's trio worker shields socket writes: hypercorn/trio/tcp_server.py "
             f"protocol_send); the stream ends only when the client goes away"
             if "trio" in ctx.target.server else
