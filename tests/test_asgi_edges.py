@@ -68,6 +68,51 @@ def test_send_raising_oserror_counts_as_a_disconnect() -> None:
     assert records[0].cancel_reason is CancelReason.DISCONNECT
 
 
+def test_generator_is_closed_even_when_the_servers_send_cannot_be_cancelled() -> None:
+    """Some servers (hypercorn's trio worker) shield socket writes from cancellation: the
+    send timeout must still close the generator, which waits at its yield."""
+    closed = []
+
+    async def endpoint(request):
+        async def gen():
+            try:
+                while True:
+                    yield "x" * 1024
+            finally:
+                closed.append(time.monotonic())
+
+        return TokenStream(gen(), format="sse", send_timeout=0.3)
+
+    app = Starlette(routes=[Route("/", endpoint)])
+    app.add_middleware(StreamMiddleware)
+
+    async def main() -> None:
+        unblock = anyio.Event()
+        sends = 0
+
+        async def receive():
+            await anyio.sleep(3600)
+
+        async def send(message):
+            nonlocal sends
+            sends += 1
+            if sends > 3:  # the client stopped reading: this write never completes...
+                with anyio.CancelScope(shield=True):  # ...and cannot be cancelled
+                    await unblock.wait()
+
+        async with anyio.create_task_group() as tg:
+            scope = {"type": "http", "method": "GET", "path": "/", "headers": [], "query_string": b""}
+            tg.start_soon(app, scope, receive, send)
+            t0 = time.monotonic()
+            with anyio.fail_after(5):
+                while not closed:
+                    await anyio.sleep(0.01)
+            assert closed[0] - t0 < 0.3 + 1.0
+            unblock.set()  # the client finally goes away
+
+    anyio.run(main)
+
+
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
 def test_httptools_and_uvloop_stream_per_token(server, probe, loop) -> None:
     pytest.importorskip("httptools")
