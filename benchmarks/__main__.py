@@ -24,6 +24,7 @@ from .targets import TARGETS, Target
 from .workloads import disconnect, slow, throughput, ttfb
 
 RESULTS = Path(__file__).resolve().parent / "results"
+DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 WORKLOADS = ("throughput", "slow", "disconnect", "ttfb")
 
 
@@ -37,6 +38,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--only", nargs="+", choices=WORKLOADS, help="run only these workloads")
     p.add_argument("--targets", nargs="+", choices=[t.key for t in TARGETS], help="run only these targets")
     p.add_argument("--kinds", nargs="+", choices=[k.key for k in SERVER_KINDS], help="run only these server kinds")
+    p.add_argument("--render", type=Path, metavar="RESULTS_JSON", help="only re-write the report of an earlier run")
     p.add_argument("--logs", type=Path, help="keep server logs here (default: a temporary directory)")
     p.set_defaults(mode="full")
     return p.parse_args(argv)
@@ -107,6 +109,14 @@ def run(
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
     args = parse_args(argv)
+    if args.render:
+        results = report.load(args.render)
+        out = args.out or args.render.parent
+        report.write(results, out)
+        if out == RESULTS:
+            report.update_doc(results, DOC, "../benchmarks/results/chart.png")
+        print(f"wrote {out / 'results.md'}", file=sys.stderr)
+        return 0
     mode = MODES[args.mode]
     if args.kinds:
         keep = set(args.kinds)
@@ -148,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         **data,
     }
     report.write(results, out)
+    if out == RESULTS and report.update_doc(results, DOC, "../benchmarks/results/chart.png"):
+        progress(f"updated the results section of {DOC}")
     progress(f"done: {out / 'results.md'}")
     return 0
 

@@ -488,6 +488,41 @@ def write(results: dict[str, Any], out: Path) -> None:
     chart(results, out / "chart.png")
 
 
+def load(path: Path) -> dict[str, Any]:
+    """Read a results.json back (the strings "inf" and "nan" become floats again)."""
+    return dict(_unclean(json.loads(path.read_text())))
+
+
+def _unclean(value: Any) -> Any:
+    if value in ("inf", "-inf", "nan"):
+        return float(value)
+    if isinstance(value, dict):
+        return {k: _unclean(v) for k, v in value.items() if k != "goals"}
+    if isinstance(value, list):
+        return [_unclean(v) for v in value]
+    return value
+
+
+DOC_START, DOC_END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def update_doc(results: dict[str, Any], doc: Path, chart_link: str) -> bool:
+    """Replace the results section of ``doc`` (between the DOC_START and DOC_END
+    markers) with this run's tables; False when the file or its markers are missing."""
+    try:
+        text = doc.read_text()
+    except FileNotFoundError:
+        return False
+    start, end = text.find(DOC_START), text.find(DOC_END)
+    if start < 0 or end < start:
+        return False
+    results = dict(results, goals=goals(results))
+    body = markdown(results).replace("](chart.png)", f"]({chart_link})")
+    body = "\n".join(("#" + line) if line.startswith("#") else line for line in body.splitlines()[1:])
+    doc.write_text(text[: start + len(DOC_START)] + "\n" + body.strip() + "\n" + text[end:])
+    return True
+
+
 def _clean(value: Any) -> Any:
     """JSON has no infinity or NaN: write them as the strings "inf" and "nan"."""
     if isinstance(value, float) and not math.isfinite(value):

@@ -72,7 +72,10 @@ def build_app(mode: str, redis_url: str | None, events: int) -> Any:
     async def health(request: Any) -> PlainTextResponse:
         return PlainTextResponse("ok")
 
-    app = Starlette(routes=[Route("/stream", stream), Route("/health", health)])
+    async def cpu(request: Any) -> PlainTextResponse:
+        return PlainTextResponse(repr(time.process_time()))
+
+    app = Starlette(routes=[Route("/stream", stream), Route("/health", health), Route("/cpu", cpu)])
     app.add_middleware(StreamMiddleware, resume_store=store, keepalive=None, resume_grace=600.0)
     return app
 
@@ -230,25 +233,57 @@ def percentile(values: list[float], q: float) -> float:
 
 
 # ---------------------------------------------------------------- the measurements
-def per_event(ports: dict[str, int], events: int, reps: int) -> dict[str, Any]:
-    """Median per-event cost of each mode; the modes interleave, run by run."""
-    times: dict[str, list[float]] = {m: [] for m in ports}
-    for mode, port in ports.items():  # warm-up
+def server_cpu(port: int) -> float:
+    """The server process' CPU seconds so far."""
+    with socket.create_connection((HOST, port)) as s:
+        s.sendall(b"GET /cpu HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+        raw = b""
+        while data := s.recv(65536):
+            raw += data
+    return float(raw.split(b"\r\n\r\n", 1)[1])
+
+
+def redis_cpu(url: str) -> float:
+    """redis-server's CPU seconds so far (user + system)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        info = client.info("cpu")
+    finally:
+        client.close()
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def per_event(ports: dict[str, int], events: int, reps: int, url: str) -> dict[str, Any]:
+    """Per-event cost of each mode, the modes interleaved run by run: wall time from
+    request to last byte, and CPU time of the server (plus redis-server's for the
+    RedisStore), which other load on a shared machine does not inflate."""
+    wall: dict[str, list[float]] = {m: [] for m in ports}
+    cpu: dict[str, list[float]] = {m: [] for m in ports}
+    for port in ports.values():  # warm-up
         read_stream(port, f"/stream?n={min(events, 2000)}")
     for _ in range(reps):
         for mode, port in ports.items():
+            c0, r0 = server_cpu(port), redis_cpu(url) if mode == "redis" else 0.0
             _, total, raw = read_stream(port, f"/stream?n={events}")
+            time.sleep(0.05)  # the writer's last round trip
+            c1, r1 = server_cpu(port), redis_cpu(url) if mode == "redis" else 0.0
             if raw.count(b"data: tok") != events:
                 raise RuntimeError(f"{mode}: incomplete stream")
-            times[mode].append(total / events)
-    base = statistics.median(times["plain"])
+            wall[mode].append(total / events)
+            cpu[mode].append((c1 - c0 + r1 - r0) / events)
+    wall_base, cpu_base = statistics.median(wall["plain"]), statistics.median(cpu["plain"])
     return {
         m: {
-            "us_per_event": statistics.median(t) * 1e6,
-            "ratio": statistics.median(t) / base,
-            "runs_us": [x * 1e6 for x in t],
+            "us_per_event": statistics.median(wall[m]) * 1e6,
+            "ratio": statistics.median(wall[m]) / wall_base,
+            "cpu_us_per_event": statistics.median(cpu[m]) * 1e6,
+            "cpu_ratio": statistics.median(cpu[m]) / cpu_base,
+            "runs_us": [x * 1e6 for x in wall[m]],
+            "cpu_runs_us": [x * 1e6 for x in cpu[m]],
         }
-        for m, t in times.items()
+        for m in ports
     }
 
 
@@ -270,6 +305,26 @@ def resume_latency(port: int, other: int | None, samples: int) -> dict[str, Any]
     return out
 
 
+def redis_batches(url: str, events: int) -> dict[str, float]:
+    """How the RedisStore's writer batched the benchmark's long streams: Redis Stream
+    entries (one per pipelined round trip) per stream, and events per entry."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        lengths = []
+        for key in client.scan_iter(match="asgi-stream:*:e", count=1000):
+            last = client.xrevrange(key, "+", "-", count=1)
+            if last and int(last[0][0].split(b"-")[0]) == events:
+                lengths.append(client.xlen(key) - 1)  # minus the end marker
+    finally:
+        client.close()
+    if not lengths:
+        raise RuntimeError("the RedisStore wrote nothing to Redis")
+    entries = statistics.median(lengths)
+    return {"streams": len(lengths), "entries_per_stream": entries, "events_per_entry": events / entries}
+
+
 def markdown(result: dict[str, Any]) -> str:
     """The results as the tables of docs/resume.md."""
     pe = result["per_event"]
@@ -277,10 +332,20 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [
         f"Per-event cost ({result['events']:,} events per stream, median of {result['reps']} runs):",
         "",
-        "| stream | µs per event | × not resumable |",
-        "|---|---:|---:|",
+        "| stream | wall µs per event | × not resumable | CPU µs per event (server + Redis) | × not resumable |",
+        "|---|---:|---:|---:|---:|",
     ]
-    lines += [f"| {names[m]} | {pe[m]['us_per_event']:.2f} | {pe[m]['ratio']:.2f}× |" for m in pe]
+    lines += [
+        f"| {names[m]} | {pe[m]['us_per_event']:.2f} | {pe[m]['ratio']:.2f}× "
+        f"| {pe[m]['cpu_us_per_event']:.2f} | {pe[m]['cpu_ratio']:.2f}× |"
+        for m in pe
+    ]
+    b = result["redis_batches"]
+    lines += [
+        "",
+        f"RedisStore writes: {b['entries_per_stream']:.0f} pipelined round trips per stream "
+        f"(median), {b['events_per_entry']:.0f} events packed per Redis Stream entry.",
+    ]
     lines += [
         "",
         f"Resume latency (new connection with Last-Event-ID → first replayed byte, {result['samples']} resumes):",
@@ -326,7 +391,8 @@ def main(argv: list[str] | None = None) -> None:
                 "reps": reps,
                 "samples": samples,
                 "cpus": len(cores),
-                "per_event": per_event(ports, opts.events, reps),
+                "per_event": per_event(ports, opts.events, reps, url),
+                "redis_batches": redis_batches(url, opts.events),
                 "resume": {
                     "MemoryStore": resume_latency(ports["memory"], None, samples),
                     "RedisStore": resume_latency(ports["redis"], other_port, samples),

@@ -56,7 +56,7 @@ def run(
     grace: float = 1.0,
     batch: int = 250,
     ramp_timeout: float = 120.0,
-    ramp_budget: float = 0.0008,
+    ramp_budget: float = 0.0012,
 ) -> dict[str, Any]:
     """Open the streams, measure lateness over the window, return the summary.
 

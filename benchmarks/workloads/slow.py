@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import subprocess
 import time
 from collections.abc import Callable
@@ -69,7 +70,19 @@ def measure_one(
     result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
     result["server_cpu"] = (cpu1 - cpu0) / duration
     result["rss_mb"] = rss_peak / (1 << 20)
+    if result["missing"] and result["server_cpu"] < 0.05:
+        # Events went missing while the server sat idle: record where it was.
+        result["stall_dump"] = stack_dump(server.pid)
     return result
+
+
+def stack_dump(pid: int) -> str:
+    """``py-spy dump`` of a process (when py-spy is installed), for stalled runs."""
+    exe = shutil.which("py-spy")
+    if exe is None:
+        return "py-spy not installed"
+    proc = subprocess.run([exe, "dump", "--pid", str(pid)], capture_output=True, text=True, timeout=30, check=False)
+    return (proc.stdout + proc.stderr)[-8000:]
 
 
 def measure(
