@@ -11,6 +11,10 @@ import anyio
 from .store import Limits, ReplayStore, ResumeGap, StreamMeta, StreamNotFound, Writer
 
 
+#: first_seq of an evicted stream: every cursor is before its kept window.
+_EVICTED = 1 << 62
+
+
 class _Stream:
     __slots__ = (
         "meta", "events", "start", "first_seq", "nbytes", "done", "outcome", "expires", "consumers", "_changed", "_attach",
@@ -77,7 +81,7 @@ class MemoryStore(ReplayStore):
             stream.done = True
             stream.events.clear()
             stream.start = 0
-            stream.first_seq = 1 << 62  # any cursor is now before the kept window
+            stream.first_seq = _EVICTED  # any cursor is now before the kept window
             stream.notify()
 
     def _get(self, sid: str) -> _Stream | None:
@@ -141,12 +145,22 @@ class _MemoryWriter(Writer):
         """Return when a consumer attaches or detaches."""
         await self.stream.wait_attach_change()
 
-    def kept_after(self, after: int) -> tuple[int, list[bytes]]:
-        """``(first seq, events)``: the kept events with seq > ``after``, oldest first."""
+    @property
+    def evicted(self) -> bool:
+        """Whether the store dropped the stream (expired or evicted) while it was written."""
+        return self.stream.first_seq >= _EVICTED
+
+    def first_kept(self, last: int) -> int:
+        """The seq of the oldest event still kept, ``last`` being the newest appended
+        (counted from the end, so it holds even after the store evicted the stream)."""
         stream = self.stream
-        first = max(after + 1, stream.first_seq)
-        index = stream.start + first - stream.first_seq
-        return first, stream.events[index:]
+        return last - (len(stream.events) - stream.start) + 1
+
+    def kept_after(self, after: int, last: int) -> tuple[int, list[bytes]]:
+        """``(first seq, events)``: the kept events with seq > ``after``, oldest first."""
+        first_kept = self.first_kept(last)
+        first = max(after + 1, first_kept)
+        return first, self.stream.events[self.stream.start + first - first_kept :]
 
     def append(self, seq: int, data: bytes) -> None:
         stream, limits = self.stream, self.store.limits

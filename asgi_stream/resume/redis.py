@@ -333,7 +333,7 @@ class RedisWriter(Writer):
     async def _flush(self) -> None:
         store, keys = self.store, self._keys
         assert self.sent is not None
-        first, events = self.local.kept_after(self.sent)
+        first, events = self.local.kept_after(self.sent, self.seq)
         pipe = store.redis.pipeline(transaction=False)
         last = self.sent
         if events:
@@ -345,7 +345,10 @@ class RedisWriter(Writer):
             )
             if self._expire_events:
                 pipe.pexpire(keys["e"], int(store.limits.running_ttl * 1000))
-        kept_from = self.local.stream.first_seq
+        if self.local.evicted:  # this worker's memory let it go: bound Redis by count
+            kept_from = max(1, self.seq - store.limits.max_events + 1)
+        else:
+            kept_from = self.local.first_kept(self.seq)
         if kept_from - 1 > self._trimmed and last >= kept_from:
             pipe.xtrim(keys["e"], minid=f"{kept_from}-0", approximate=False)
         now = time.monotonic()

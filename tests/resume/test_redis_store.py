@@ -165,6 +165,31 @@ def test_ttls_running_then_finished_then_gone(redis_server, key_prefix) -> None:
     anyio.run(main)
 
 
+def test_a_stream_evicted_from_the_producers_memory_goes_on_in_redis(redis_server, key_prefix) -> None:
+    async def main() -> None:
+        producer = RedisStore(redis_server.url, key_prefix=key_prefix, max_streams=1)
+        other = RedisStore(redis_server.url, key_prefix=key_prefix)
+        async with anyio.create_task_group() as tg:
+            writer = await producer.open(sid(1), META)
+            tg.start_soon(writer.run)
+            for i in range(1, 11):
+                writer.append(i, ev(i))
+            await anyio.sleep(0.2)  # in Redis
+            await producer.open(sid(2), META)  # evicts the running stream from memory
+            assert not producer.local.holds(sid(1))
+            for i in range(11, 21):
+                writer.append(i, ev(i))
+                await anyio.sleep(0.01)
+            await writer.finish("completed")
+        expected = [(i, ev(i)) for i in range(1, 21)]
+        assert await collect(other, sid(1), 0) == expected
+        assert await collect(producer, sid(1), 0) == expected  # this worker now reads Redis too
+        await producer.aclose()
+        await other.aclose()
+
+    anyio.run(main)
+
+
 def test_unknown_stream(redis_server, key_prefix) -> None:
     async def main() -> None:
         store = RedisStore(redis_server.url, key_prefix=key_prefix)
