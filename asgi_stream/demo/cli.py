@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import logging
 import signal
+import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -81,15 +82,20 @@ def _announce(host: str, port: int, http2: bool) -> None:
         _say("HTTP/2 cleartext (h2c, prior knowledge) and HTTP/1.1 on the same port")
 
 
-def _serve_uvicorn(app: Any, host: str, port: int) -> None:
-    import socket
-
-    import uvicorn
-
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening socket: connections made once the URL is printed wait in its backlog."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
+    sock.listen(2048)
+    return sock
+
+
+def _serve_uvicorn(app: Any, host: str, port: int) -> None:
+    import uvicorn
+
+    sock = _listen(host, port)
     _announce(host, sock.getsockname()[1], False)
     config = uvicorn.Config(app, log_level="info", timeout_graceful_shutdown=15)
     uvicorn.Server(config).run(sockets=[sock])
@@ -99,11 +105,13 @@ def _serve_hypercorn(app: Any, host: str, port: int) -> None:
     from hypercorn.asyncio import serve
     from hypercorn.config import Config
 
+    sock = _listen(host, port)
+    bound = sock.getsockname()[1]
     config = Config()
-    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    config.bind = [f"fd://{sock.detach()}"]  # hypercorn takes the descriptor over
     config.accesslog = "-"
     config.graceful_timeout = 15
-    _announce(host, port, True)
+    _announce(host, bound, True)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -120,9 +128,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "demo":
-        if args.http2 and args.port == 0:
-            _say("--http2 needs an explicit --port")
-            return 2
         try:
             app = _build(args)
         except Exception as exc:

@@ -142,6 +142,7 @@ class DemoMetrics:
                 completion_tokens=stats.completion_tokens,
                 decode_steps=stats.steps,
                 steps_after_cancel=stats.steps_after_cancel,
+                interrupted=stats.interrupted,
                 queue_wait_s=job.queue_wait,
                 tokens_per_s=stats.tokens_per_second,
                 cancel_to_stop_ms=None if stats.cancel_to_stop is None else stats.cancel_to_stop * 1000,

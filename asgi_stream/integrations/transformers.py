@@ -5,9 +5,11 @@ reaches the model.
 :class:`~asgi_stream.TokenChannel` (bounded; text produced while the client is slow
 is merged into the next send). Token ids are detokenised incrementally: a character
 whose bytes span several tokens is held back until it is complete, and empty
-strings are never emitted. The stream's :class:`~asgi_stream.CancelToken` is wired
-into a ``StoppingCriteria``, so when the client leaves, ``generate`` returns after the
-decode step in flight: at most one more forward pass runs.
+strings are never emitted. The stream's :class:`~asgi_stream.CancelToken` reaches the
+model two ways: a check before every layer abandons the forward pass in flight at the
+next layer boundary, and a ``StoppingCriteria`` ends ``generate`` after any step that
+completes (the fallback for compiled models, whose layers run no Python hooks). So when
+the client leaves, at most one more forward pass runs, usually a fraction of one.
 
     from asgi_stream.integrations.transformers import start_generation
 
@@ -45,12 +47,44 @@ __all__ = [
     "default_device",
     "default_dtype",
     "generate_into",
+    "install_layer_checks",
     "start_generation",
 ]
 
 #: Prompt tokens given to the detokeniser as context, so the first generated token
 #: decodes with the spacing it has after the prompt (SentencePiece drops a leading space).
 _CONTEXT_TOKENS = 6
+
+#: The cancel token of the generation running in each thread (read by the layer checks,
+#: so generations sharing one model in several threads never stop each other).
+_running = threading.local()
+
+
+class _Interrupted(Exception):
+    """Raised before a layer to abandon the forward pass of a cancelled generation."""
+
+
+def _check_layer(module: Any, args: Any) -> None:
+    token = getattr(_running, "token", None)
+    if token is not None and token.cancelled:
+        raise _Interrupted
+
+
+def install_layer_checks(model: Any) -> int:
+    """Check the running generation's cancel token before every layer of ``model``
+    (every module held in an ``nn.ModuleList``). Idempotent; returns how many layers
+    are checked. A check costs a thread-local read and a flag test."""
+    count = getattr(model, "_asgi_stream_layer_checks", None)
+    if count is not None:
+        return int(count)
+    count = 0
+    for module in model.modules():
+        if isinstance(module, torch.nn.ModuleList):
+            for layer in module:
+                layer.register_forward_pre_hook(_check_layer)
+                count += 1
+    model._asgi_stream_layer_checks = count
+    return count
 
 
 def default_device() -> torch.device:
@@ -80,6 +114,8 @@ class GenerationStats:
     steps: int = 0
     #: Decode steps that completed after the cancel token was set (0 or 1).
     steps_after_cancel: int = 0
+    #: The forward pass in flight was abandoned at a layer boundary.
+    interrupted: bool = False
     started_at: float | None = None
     first_token_at: float | None = None
     stopped_at: float | None = None
@@ -276,13 +312,15 @@ def generate_into(
     stats: GenerationStats | None = None,
     decode_lock: threading.Lock | None = None,
     skip_special_tokens: bool = True,
+    interrupt: bool = True,
     **generate_kwargs: Any,
 ) -> GenerationStats:
     """Run ``model.generate`` in the calling thread, streaming text into ``channel``.
 
-    Generation stops at the end of sequence, at the length limit, or within one
-    decode step after ``channel.cancel_token`` is set (client gone, send timeout,
-    shutdown, overflow). The channel is always closed at the end — with the error if
+    Generation stops at the end of sequence, at the length limit, or once
+    ``channel.cancel_token`` is set (client gone, send timeout, shutdown, overflow):
+    with ``interrupt`` (default) at the next layer boundary of the forward pass in
+    flight (see :func:`install_layer_checks`), else after that pass. The channel is always closed at the end — with the error if
     ``generate`` raised, so the stream fails visibly; this function itself never raises
     for a generation error (it is in ``stats.error``).
 
@@ -313,14 +351,23 @@ def generate_into(
         if "pad_token_id" not in generate_kwargs:
             pad = getattr(tokenizer, "pad_token_id", None)
             generate_kwargs["pad_token_id"] = pad if pad is not None else (min(eos) if eos else 0)
-        with torch.inference_mode():
-            model.generate(
-                ids,
-                attention_mask=torch.ones_like(ids),
-                streamer=streamer,
-                stopping_criteria=criteria,
-                **generate_kwargs,
-            )
+        if interrupt:
+            install_layer_checks(model)
+        previous = getattr(_running, "token", None)
+        _running.token = token if interrupt else None
+        try:
+            with torch.inference_mode():
+                model.generate(
+                    ids,
+                    attention_mask=torch.ones_like(ids),
+                    streamer=streamer,
+                    stopping_criteria=criteria,
+                    **generate_kwargs,
+                )
+        except _Interrupted:
+            stats.interrupted = True
+        finally:
+            _running.token = previous
         if token.cancelled:
             stats.finish_reason = "cancelled"
         elif streamer.last_id is not None and streamer.last_id in eos:
@@ -385,6 +432,7 @@ def start_generation(
     cancel: CancelToken | None = None,
     max_buffer: int = 1 << 20,
     decode_lock: threading.Lock | None = None,
+    interrupt: bool = True,
     **generate_kwargs: Any,
 ) -> Generation:
     """Start ``model.generate`` in a new daemon thread and return its :class:`Generation`.
@@ -398,7 +446,7 @@ def start_generation(
     thread = threading.Thread(
         target=generate_into,
         args=(model, tokenizer, input_ids, channel),
-        kwargs={"stats": stats, "decode_lock": decode_lock, **generate_kwargs},
+        kwargs={"stats": stats, "decode_lock": decode_lock, "interrupt": interrupt, **generate_kwargs},
         name="asgi-stream generate",
         daemon=True,
     )

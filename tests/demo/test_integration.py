@@ -118,7 +118,8 @@ def test_streamed_text_equals_plain_generate(tiny: LoadedModel) -> None:
     assert stats.tokens_per_second and stats.tokens_per_second > 0
 
 
-def test_cancel_stops_compute_within_one_decode_step(tiny: LoadedModel) -> None:
+@pytest.mark.parametrize("interrupt", [True, False], ids=["layer-checks", "stopping-criteria-only"])
+def test_cancel_stops_compute_within_one_decode_step(tiny: LoadedModel, interrupt: bool) -> None:
     log = ForwardLog(tiny.model)
     try:
 
@@ -127,6 +128,7 @@ def test_cancel_stops_compute_within_one_decode_step(tiny: LoadedModel) -> None:
                 tiny.model,
                 tiny.tokenizer,
                 _ids(tiny, "Count"),
+                interrupt=interrupt,
                 max_new_tokens=4000,
                 min_new_tokens=4000,
                 do_sample=False,
@@ -154,6 +156,66 @@ def test_cancel_stops_compute_within_one_decode_step(tiny: LoadedModel) -> None:
     assert stats.finish_reason == "cancelled"
     assert stats.completion_tokens < 4000
     assert stats.cancel_to_stop is not None and stats.cancel_to_stop < 2.0
+    if not interrupt:
+        assert not stats.interrupted
+
+
+def test_layer_checks_abandon_the_forward_pass_in_flight(tiny: LoadedModel) -> None:
+    """Cancelled while a forward pass runs: it stops at the next layer, before the
+    model's output exists (the forward never completes)."""
+    from asgi_stream.integrations.transformers import install_layer_checks
+
+    assert install_layer_checks(tiny.model) == install_layer_checks(tiny.model) >= 2  # idempotent
+    layers = [m for m in tiny.model.modules() if type(m).__name__.endswith("DecoderLayer")]
+    channel = TokenChannel()
+    seen = []
+
+    def first_layer(module: Any, args: Any) -> None:
+        # The client leaves while the 12th forward pass runs its first layer: the check
+        # before the second layer must abandon that pass.
+        seen.append(module)
+        if len(seen) == 12:
+            channel.cancel_token.cancel(CancelReason.DISCONNECT)
+
+    handle = layers[0].register_forward_pre_hook(first_layer)
+    log = ForwardLog(tiny.model)
+    try:
+        stats = generate_into(
+            tiny.model,
+            tiny.tokenizer,
+            _ids(tiny, "z"),
+            channel,
+            max_new_tokens=100,
+            min_new_tokens=100,
+            do_sample=False,
+        )
+    finally:
+        handle.remove()
+        log.remove()
+    assert stats.interrupted and stats.finish_reason == "cancelled"
+    assert stats.steps_after_cancel == 0
+    assert len(log.ends) == len(log.starts) - 1  # the last forward pass never finished
+    assert stats.steps == len(log.ends) == 11
+
+
+def test_layer_checks_are_per_thread(tiny: LoadedModel) -> None:
+    """Two generations share the model in two threads; cancelling one leaves the other whole."""
+    expected = _greedy(tiny, "peer", 300)
+
+    async def main() -> tuple[str, GenerationStats]:
+        kwargs = {"max_new_tokens": 300, "do_sample": False, **tiny.generate_kwargs}
+        victim = start_generation(tiny.model, tiny.tokenizer, _ids(tiny, "x"), **{**kwargs, "max_new_tokens": 3000})
+        peer = start_generation(tiny.model, tiny.tokenizer, _ids(tiny, "peer"), **kwargs)
+        async for _ in victim:
+            victim.cancel()
+            break
+        text = await peer.text()
+        assert victim.join(10) and peer.join(10)
+        return text, victim.stats
+
+    text, victim = anyio.run(main)
+    assert victim.finish_reason == "cancelled"
+    assert text == expected
 
 
 def test_cancel_before_start_runs_no_forward_pass(tiny: LoadedModel) -> None:
