@@ -310,7 +310,7 @@ def redis_batches(url: str, events: int) -> dict[str, float]:
     entries (one per pipelined round trip) per stream, and events per entry."""
     import redis
 
-    client = redis.Redis.from_url(url)
+    client: Any = redis.Redis.from_url(url)
     try:
         lengths = []
         for key in client.scan_iter(match="asgi-stream:*:e", count=1000):
@@ -343,8 +343,10 @@ def markdown(result: dict[str, Any]) -> str:
     b = result["redis_batches"]
     lines += [
         "",
-        f"RedisStore writes: {b['entries_per_stream']:.0f} pipelined round trips per stream "
-        f"(median), {b['events_per_entry']:.0f} events packed per Redis Stream entry.",
+        (
+            f"RedisStore writes: {b['entries_per_stream']:.0f} pipelined round trips per stream "
+            f"(median), {b['events_per_entry']:.0f} events packed per Redis Stream entry."
+        ),
     ]
     lines += [
         "",

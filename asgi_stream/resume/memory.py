@@ -10,7 +10,6 @@ import anyio
 
 from .store import Limits, ReplayStore, ResumeGap, StreamMeta, StreamNotFound, Writer
 
-
 #: first_seq of an evicted stream: every cursor is before its kept window.
 _EVICTED = 1 << 62
 

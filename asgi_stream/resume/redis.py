@@ -162,7 +162,7 @@ class RedisStore(ReplayStore):
         writer = RedisWriter(self, stream_id, meta, local)
         if self.available:
             try:
-                await writer.write_meta()
+                await writer.write_meta(fresh=True)
             except StoreUnavailable as exc:
                 logger.warning(
                     "asgi_stream: stream %s is resumable on this worker only until Redis is back: %s", stream_id, exc
@@ -242,8 +242,10 @@ class RedisStore(ReplayStore):
             try:
                 state, producing = await self.call(check.execute)
             except StoreUnavailable:
-                state, producing = b"?", 1
+                if now - (trouble_since or now) >= self.patience:
+                    raise
                 trouble_since = trouble_since or now
+                continue
             else:
                 if state == b"done":
                     if done_seen:  # no end marker after the cursor: it is past the end
@@ -278,6 +280,8 @@ class RedisWriter(Writer):
         self._beat_at = -math.inf
         self._outcome: str | None = None
         self._ended_in_redis = False
+        #: Redis lost the stream and what this writer wrote since is partial: rewrite it all.
+        self._lost = False
         self._wake = anyio.Event()
         self._wake_pending = False
         self._lock = anyio.Lock()
@@ -292,28 +296,44 @@ class RedisWriter(Writer):
             self._wake_pending = True
             self._wake.set()
 
-    async def write_meta(self) -> None:
-        """Write the stream's metadata and learn what Redis already holds."""
+    async def write_meta(self, *, fresh: bool = False) -> None:
+        """Write the stream's metadata to Redis and learn what Redis holds of the stream.
+
+        ``fresh``: a new stream, Redis holds nothing. Otherwise (after a failed round
+        trip) Redis keeps what it has if the metadata survived; if it did not (a
+        restarted Redis, or one that evicted the stream), whatever is there is dropped
+        and the stream is copied anew from memory.
+        """
         keys, store = self._keys, self.store
+        self.sent, self._ended_in_redis = None, False
+        keep = False
+        if not fresh:
+            probe = store.redis.pipeline(transaction=False)
+            probe.exists(keys["m"])
+            probe.xrevrange(keys["e"], "+", "-", count=1)
+            existed, last = await store.call(probe.execute)
+            keep = bool(existed and last and not self._lost)
         fields: dict[Any, Any] = {k: str(v) for k, v in self.meta.to_dict().items()}
         pipe = store.redis.pipeline(transaction=False)
-        pipe.hset(keys["m"], mapping=fields)
-        pipe.hsetnx(keys["m"], "state", "running")  # "done" stays if the end made it
+        if keep:
+            pipe.hset(keys["m"], mapping=fields)
+        else:
+            if not fresh:
+                pipe.delete(keys["m"], keys["e"])
+            pipe.hset(keys["m"], mapping={**fields, "state": "running"})
         pipe.pexpire(keys["m"], int(store.limits.running_ttl * 1000))
         pipe.set(keys["p"], b"1", px=self._producer_ttl_ms())
-        pipe.xrevrange(keys["e"], "+", "-", count=1)
-        replies = await store.call(pipe.execute)
+        await store.call(pipe.execute)
         self._beat_at = time.monotonic()
-        last = replies[-1]
-        if last:
-            entry_id = last[0][0]
-            seq, _, part = entry_id.partition(b"-")
-            self.sent = int(seq)
-            self._ended_in_redis = part == b"1"
-        else:
-            self.sent = 0
+        self._lost = False
         self._expire_events = True
         self._trimmed = 0
+        if keep:
+            seq, _, part = last[0][0].partition(b"-")
+            self._ended_in_redis = part == b"1"
+            self.sent = int(seq)
+        else:
+            self.sent = 0
 
     def _producer_ttl_ms(self) -> int:
         return int(max(3 * self.store.heartbeat, self.store.timeout + self.store.heartbeat) * 1000)
@@ -335,6 +355,7 @@ class RedisWriter(Writer):
         assert self.sent is not None
         first, events = self.local.kept_after(self.sent, self.seq)
         pipe = store.redis.pipeline(transaction=False)
+        pipe.exists(keys["m"])  # gone: Redis lost the stream (restarted, evicted)
         last = self.sent
         if events:
             last = first + len(events) - 1
@@ -363,13 +384,19 @@ class RedisWriter(Writer):
             pipe.delete(keys["p"])
         elif beat:
             pipe.set(keys["p"], b"1", px=self._producer_ttl_ms())
-        if not len(pipe):
+        if len(pipe) == 1:
             return
         try:
-            await store.call(pipe.execute)
+            replies = await store.call(pipe.execute)
         except StoreUnavailable:
             self.sent = None  # a write may or may not have happened: ask Redis next time
             raise
+        if not replies[0]:
+            logger.warning("asgi_stream: Redis lost stream %s; copying it there again", self.stream_id)
+            self.sent, self._lost = None, True
+            self._wake_pending = True
+            self._wake.set()
+            return
         self.sent = last
         if events:
             self._expire_events = False
@@ -477,12 +504,15 @@ def _entries(reply: Any) -> list[tuple[bytes, dict[bytes, bytes]]]:
     return reply[0][1]
 
 
-def decode_meta(raw: dict[bytes, bytes]) -> StreamMeta:
-    """A StreamMeta from the meta hash's bytes."""
-    data: dict[str, Any] = {k.decode(): v.decode() for k, v in raw.items()}
-    if "created" in data:
-        data["created"] = float(data["created"])
-    return StreamMeta.from_dict(data)
+def decode_meta(raw: dict[bytes, bytes]) -> StreamMeta | None:
+    """A StreamMeta from the meta hash's bytes (None if it is incomplete or garbled)."""
+    try:
+        data: dict[str, Any] = {k.decode(): v.decode() for k, v in raw.items()}
+        if "created" in data:
+            data["created"] = float(data["created"])
+        return StreamMeta.from_dict(data)
+    except (UnicodeDecodeError, ValueError, TypeError):
+        return None
 
 
 __all__ = ["RedisStore", "RedisWriter", "decode_meta"]

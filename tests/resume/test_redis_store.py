@@ -305,6 +305,69 @@ def test_a_restarted_redis_gets_the_kept_window_again(own_redis, key_prefix) -> 
     anyio.run(main)
 
 
+def test_a_restart_between_two_round_trips_is_noticed(own_redis, key_prefix) -> None:
+    # No call fails while Redis is away (the writer is idle), and the client reconnects
+    # silently: the writer must still see that Redis lost the stream and copy it again.
+    async def main() -> None:
+        producer = RedisStore(own_redis.url, key_prefix=key_prefix, heartbeat=30.0)
+        other = RedisStore(own_redis.url, key_prefix=key_prefix, heartbeat=0.2)
+        async with anyio.create_task_group() as tg:
+            writer = await producer.open(sid(), META)
+            tg.start_soon(writer.run)
+            for i in range(1, 11):
+                writer.append(i, ev(i))
+            await anyio.sleep(0.3)
+            await anyio.to_thread.run_sync(own_redis.kill)
+            await anyio.to_thread.run_sync(own_redis.start)
+            for i in range(11, 21):
+                writer.append(i, ev(i))
+                await anyio.sleep(0.01)
+            await writer.finish("completed")
+            await anyio.sleep(0.5)
+        assert await other.meta(sid()) == META
+        assert await collect(other, sid(), 0) == [(i, ev(i)) for i in range(1, 21)]
+        await producer.aclose()
+        await other.aclose()
+
+    anyio.run(main)
+
+
+@pytest.mark.parametrize("when", ["running", "at-the-end"])
+def test_a_redis_that_forgot_the_stream_gets_it_again(redis_server, key_prefix, when, caplog) -> None:
+    # No error at all: the keys just vanish (FLUSHALL here; maxmemory eviction, a
+    # failover to an empty replica alike). The next round trip notices.
+    client = redis.Redis.from_url(redis_server.url)
+
+    async def main() -> None:
+        producer = RedisStore(redis_server.url, key_prefix=key_prefix, heartbeat=0.2)
+        other = RedisStore(redis_server.url, key_prefix=key_prefix, heartbeat=0.2)
+        async with anyio.create_task_group() as tg:
+            writer = await producer.open(sid(), META)
+            tg.start_soon(writer.run)
+            for i in range(1, 11):
+                writer.append(i, ev(i))
+            await anyio.sleep(0.3)
+            for key in client.scan_iter(match=f"{key_prefix}*"):
+                client.delete(key)
+            if when == "running":
+                for i in range(11, 21):
+                    writer.append(i, ev(i))
+                    await anyio.sleep(0.01)
+            else:
+                for i in range(11, 21):
+                    writer.append(i, ev(i))
+            await writer.finish("completed")
+            with anyio.fail_after(5):  # until the writer copied it again, end included
+                while await other.meta(sid()) != META or client.hget(f"{key_prefix}{{{sid()}}}:m", "state") != b"done":
+                    await anyio.sleep(0.05)
+        assert await collect(other, sid(), 0) == [(i, ev(i)) for i in range(1, 21)]
+        await producer.aclose()
+        await other.aclose()
+
+    anyio.run(main)
+    assert "Redis lost stream" in caplog.text
+
+
 def test_an_unreachable_redis_is_a_prompt_store_unavailable(own_redis, key_prefix) -> None:
     async def main() -> None:
         store = RedisStore(own_redis.url, key_prefix=key_prefix, timeout=0.5, heartbeat=0.1, patience=0.5)
