@@ -154,3 +154,36 @@ def test_a_hung_redis_hangs_nothing(cluster, own_redis) -> None:
     assert pair, c.diagnostics()
     first, rest = pair
     assert datas(first.events + rest.events) == expected(20)
+
+
+def test_the_producing_worker_crashing(cluster, redis_server) -> None:
+    n = 200
+    c = cluster(redis_server.url, patience=2.0)
+    path = f"/chat?n={n}&interval=0.05&tag=crash"
+    local, _ = in_background(c.port, path, SSE)
+    assert wait_for(lambda: len(local.events) >= 5, 10), c.diagnostics()
+    producer = c.worker(local.worker)
+    other = next(w for w in c.workers if w is not producer)
+    cursor = local.last_id
+    remote, t_remote = in_background(other.port, path, SSE + [("last-event-id", cursor)])
+    assert wait_for(lambda: len(remote.events) >= 5, 10), c.diagnostics()
+
+    producer.proc.kill()  # SIGKILL: no goodbye, the generator and its writer are gone
+    killed = time.monotonic()
+    t_remote.join(15)
+    assert not t_remote.is_alive(), "the tail on the surviving worker hangs"
+    # The producer's heartbeat expires (1.25 s here), then the consumer's patience (2 s).
+    assert time.monotonic() - killed < 1.25 + 2.0 + 4.0
+    error = remote.events[-1].decode()
+    assert error.startswith("event: error\n") and "StoreUnavailable" in error, error
+    first = int(cursor.rsplit(".", 1)[1])
+    got = datas(remote.events[:-1])
+    assert got == expected(n)[first : first + len(got)]
+
+    # A later resume replays what reached Redis, then ends the same way; the worker is fine.
+    again = read(other.port, path, SSE + [("last-event-id", cursor)], timeout=15)
+    assert again.response.status == 200 and again.complete
+    replayed = datas(again.events[:-1])
+    assert replayed == expected(n)[first : first + len(replayed)] and len(replayed) >= len(got)
+    assert b"StoreUnavailable" in again.events[-1]
+    assert read(other.port, "/health").response.status == 200
