@@ -305,6 +305,55 @@ def resume_latency(port: int, other: int | None, samples: int) -> dict[str, Any]
     return out
 
 
+def store_cost(url: str, events: int, reps: int) -> dict[str, float]:
+    """CPU µs per event of the stores alone, in this process (no HTTP): a producer
+    appending as fast as it can, yielding every 256 events like the real one, and one
+    consumer reading from the producing worker; for the RedisStore its writer's
+    packed, pipelined copy to Redis included. Best of ``reps`` runs."""
+    import anyio
+    import anyio.lowlevel
+
+    from asgi_stream.resume import Limits, MemoryStore, ReplayStore, StreamMeta
+    from asgi_stream.resume.redis import RedisStore
+
+    meta = StreamMeta("sse", "text/event-stream", "text/event-stream", "GET", "/")
+    data = b"data: tok\n\n"
+
+    async def one(store: ReplayStore, sid: str) -> float:
+        writer = await store.open(sid, meta)
+        t0 = time.process_time()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(writer.run)
+
+            async def consume() -> None:
+                async for _ in store.read(sid, 0):
+                    pass
+
+            tg.start_soon(consume)
+            for seq in range(1, events + 1):
+                writer.append(seq, data)
+                if not seq & 255:
+                    await anyio.lowlevel.checkpoint()
+            await writer.finish("completed")
+        return (time.process_time() - t0) / events * 1e6
+
+    async def main() -> dict[str, float]:
+        limits = Limits(max_events=events + 16, max_bytes=1 << 30)
+        stores: dict[str, ReplayStore] = {
+            "MemoryStore": MemoryStore(limits),
+            "RedisStore": RedisStore(url, limits=limits, key_prefix="store-cost:"),
+        }
+        best = {name: float("inf") for name in stores}
+        for rep in range(reps):
+            for name, store in stores.items():
+                best[name] = min(best[name], await one(store, f"{name[:8]:<8}{rep:08d}".replace(" ", "_")))
+        for store in stores.values():
+            await store.aclose()
+        return best
+
+    return anyio.run(main)
+
+
 def redis_batches(url: str, events: int) -> dict[str, float]:
     """How the RedisStore's writer batched the benchmark's long streams: Redis Stream
     entries (one per pipelined round trip) per stream, and events per entry."""
@@ -346,6 +395,15 @@ def markdown(result: dict[str, Any]) -> str:
         (
             f"RedisStore writes: {b['entries_per_stream']:.0f} pipelined round trips per stream "
             f"(median), {b['events_per_entry']:.0f} events packed per Redis Stream entry."
+        ),
+    ]
+    sc = result["store_cost"]
+    lines += [
+        "",
+        (
+            "The stores alone (in one process, no HTTP; producer → store → one consumer; best of "
+            f"{result['reps']} runs): MemoryStore {sc['MemoryStore']:.2f} µs per event, "
+            f"RedisStore {sc['RedisStore']:.2f} µs per event (its copy to Redis included)."
         ),
     ]
     lines += [
@@ -395,6 +453,7 @@ def main(argv: list[str] | None = None) -> None:
                 "cpus": len(cores),
                 "per_event": per_event(ports, opts.events, reps, url),
                 "redis_batches": redis_batches(url, opts.events),
+                "store_cost": store_cost(url, opts.events, reps),
                 "resume": {
                     "MemoryStore": resume_latency(ports["memory"], None, samples),
                     "RedisStore": resume_latency(ports["redis"], other_port, samples),
