@@ -72,6 +72,9 @@ class RedisStore(ReplayStore):
             or a silent producer before it ends its response with an error.
         finish_retry: seconds a finished stream's writer keeps trying to get its
             tail into Redis when Redis was down as the stream ended.
+        flush_interval: the writer makes at most one round trip per this many
+            seconds, packing the events produced meanwhile into one entry: the most
+            a tail on another worker lags behind the producer (plus a round trip).
         max_streams: streams kept in the producing worker's memory.
     """
 
@@ -85,19 +88,22 @@ class RedisStore(ReplayStore):
         heartbeat: float = 1.0,
         patience: float = 5.0,
         finish_retry: float = 30.0,
+        flush_interval: float = 0.02,
         max_streams: int = 10_000,
     ) -> None:
         for name, value in (("timeout", timeout), ("heartbeat", heartbeat), ("patience", patience)):
             if not (isinstance(value, (int, float)) and value > 0):
                 raise ValueError(f"{name} must be > 0 seconds, got {value!r}")
-        if not finish_retry >= 0:
-            raise ValueError(f"finish_retry must be >= 0 seconds, got {finish_retry!r}")
+        for name, value in (("finish_retry", finish_retry), ("flush_interval", flush_interval)):
+            if not (isinstance(value, (int, float)) and value >= 0):
+                raise ValueError(f"{name} must be >= 0 seconds, got {value!r}")
         self.limits = limits or Limits()
         self.key_prefix = key_prefix
         self.timeout = float(timeout)
         self.heartbeat = float(heartbeat)
         self.patience = float(patience)
         self.finish_retry = float(finish_retry)
+        self.flush_interval = float(flush_interval)
         if isinstance(url_or_client, str):
             self.redis = aioredis.Redis.from_url(
                 url_or_client,
@@ -427,6 +433,7 @@ class RedisWriter(Writer):
                 self._wake_pending = True  # retry at once
                 self._wake.set()
                 continue
+            started = time.monotonic()
             try:
                 await self.flush()
             except StoreUnavailable:
@@ -434,6 +441,12 @@ class RedisWriter(Writer):
                     break
                 self._wake_pending = True
                 self._wake.set()
+                continue
+            # Let events gather: one round trip per flush_interval at most (finish()
+            # does not wait for this).
+            linger = started + store.flush_interval - time.monotonic()
+            if linger > 0 and self._outcome is None:
+                await anyio.sleep(linger)
         logger.error(
             "asgi_stream: stream %s finished but Redis stayed unreachable for %.0f s; "
             "other workers cannot serve its end",
