@@ -85,6 +85,29 @@ def test_events_produced_during_a_round_trip_share_one_entry(redis_server, key_p
     assert entries[1][1] == {b"end": b"completed"}
 
 
+@pytest.mark.parametrize("interval", [0.0, 0.25])
+def test_flush_interval_bounds_the_round_trips(redis_server, key_prefix, interval) -> None:
+    client = redis.Redis.from_url(redis_server.url)
+
+    async def main() -> None:
+        store = RedisStore(redis_server.url, key_prefix=key_prefix, flush_interval=interval)
+        async with anyio.create_task_group() as tg:
+            writer = await store.open(sid(), META)
+            tg.start_soon(writer.run)
+            for i in range(1, 51):  # one event every 20 ms, for a second
+                writer.append(i, ev(i))
+                await anyio.sleep(0.02)
+            await writer.finish("completed")
+        await store.aclose()
+
+    anyio.run(main)
+    entries = client.xlen(f"{key_prefix}{{{sid()}}}:e") - 1  # the end marker aside
+    if interval:
+        assert entries <= 1.0 / interval + 2  # ~4 batches, plus the last one at finish
+    else:
+        assert entries >= 25  # about one per event: nothing holds them back
+
+
 def test_bounds_trim_redis_like_memory_and_old_cursors_get_a_gap(redis_server, key_prefix) -> None:
     client = redis.Redis.from_url(redis_server.url)
 
