@@ -16,7 +16,8 @@ _EVICTED = 1 << 62
 
 class _Stream:
     __slots__ = (
-        "meta", "events", "start", "first_seq", "nbytes", "done", "outcome", "expires", "consumers", "_changed", "_attach",
+        "meta", "events", "start", "first_seq", "last_seq", "nbytes", "done", "outcome", "expires", "consumers", "_changed",
+        "_attach",
     )
 
     def __init__(self, meta: StreamMeta, expires: float) -> None:
@@ -25,6 +26,8 @@ class _Stream:
         self.events: list[bytes] = []
         self.start = 0
         self.first_seq = 1
+        #: The seq of the newest event appended (kept or not).
+        self.last_seq = 0
         self.nbytes = 0
         self.done = False
         self.outcome = ""
@@ -149,20 +152,26 @@ class _MemoryWriter(Writer):
         """Whether the store dropped the stream (expired or evicted) while it was written."""
         return self.stream.first_seq >= _EVICTED
 
-    def first_kept(self, last: int) -> int:
-        """The seq of the oldest event still kept, ``last`` being the newest appended
-        (counted from the end, so it holds even after the store evicted the stream)."""
-        stream = self.stream
-        return last - (len(stream.events) - stream.start) + 1
+    @property
+    def last_seq(self) -> int:
+        """The seq of the newest event appended."""
+        return self.stream.last_seq
 
-    def kept_after(self, after: int, last: int) -> tuple[int, list[bytes]]:
+    def first_kept(self) -> int:
+        """The seq of the oldest event still kept (counted back from the newest, so it
+        holds even after the store evicted the stream)."""
+        stream = self.stream
+        return stream.last_seq - (len(stream.events) - stream.start) + 1
+
+    def kept_after(self, after: int) -> tuple[int, list[bytes]]:
         """``(first seq, events)``: the kept events with seq > ``after``, oldest first."""
-        first_kept = self.first_kept(last)
+        first_kept = self.first_kept()
         first = max(after + 1, first_kept)
         return first, self.stream.events[self.stream.start + first - first_kept :]
 
     def append(self, seq: int, data: bytes) -> None:
         stream, limits = self.stream, self.store.limits
+        stream.last_seq = seq
         stream.events.append(data)
         stream.nbytes += len(data)
         kept = len(stream.events) - stream.start

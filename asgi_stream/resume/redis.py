@@ -12,7 +12,7 @@ Keys (``{sid}`` is a hash tag, so one stream's keys share a Redis Cluster slot):
   done) and ``outcome``;
 * ``<prefix>{sid}:e`` — the Redis Stream. An entry ``<last seq>-0`` holds events
   ``f``..``last``: field ``f`` (first seq), ``d`` (their bytes, concatenated) and
-  ``n`` (their lengths, comma-separated). The end marker is ``<last seq>-1`` with
+  ``n`` (their lengths, little-endian uint32s). The end marker is ``<last seq>-1`` with
   field ``end`` (the outcome). ``XREAD`` from ``<cursor>-0`` thus returns exactly the
   entries holding events after the cursor, then the end marker;
 * ``<prefix>{sid}:p`` — the producer's heartbeat (expires when it stops writing);
@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import time
+from array import array
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -234,7 +236,7 @@ class RedisStore(ReplayStore):
                     if first > after + 1:
                         raise ResumeGap(f"events {after + 1}..{first - 1} of the stream are no longer kept")
                     data, pos, seq = fields[b"d"], 0, first
-                    for size in map(int, fields[b"n"].split(b",")):
+                    for size in unpack_lengths(fields[b"n"]):
                         if seq > after:
                             after = seq
                             yield seq, data[pos : pos + size]
@@ -278,7 +280,6 @@ class RedisWriter(Writer):
         self.stream_id = stream_id
         self.meta = meta
         self.local = local
-        self.seq = 0
         #: Highest seq known to be in Redis (None: unknown, resync before the next write).
         self.sent: int | None = None
         self._trimmed = 0
@@ -289,18 +290,28 @@ class RedisWriter(Writer):
         #: Redis lost the stream and what this writer wrote since is partial: rewrite it all.
         self._lost = False
         self._wake = anyio.Event()
-        self._wake_pending = False
         self._lock = anyio.Lock()
         self._keys = {kind: store.key(stream_id, kind) for kind in ("m", "e", "p", "c")}
 
     # ------------------------------------------------------------ producing
+    @property
+    def seq(self) -> int:
+        """The seq of the newest event appended."""
+        return self.local.last_seq
+
     def append(self, seq: int, data: bytes) -> None:
-        """Into memory now (local consumers see it at once); Redis on the next round trip."""
-        self.seq = seq
+        """Into memory now (local consumers see it at once); Redis on the next round trip.
+
+        The first event after a round trip wakes :meth:`run`; until run takes the
+        batch, ``append`` is the memory writer's own (no cost beyond memory's).
+        """
         self.local.append(seq, data)
-        if not self._wake_pending:
-            self._wake_pending = True
-            self._wake.set()
+        self.append = self.local.append  # type: ignore[method-assign]
+        self._wake.set()
+
+    def _poke(self) -> None:
+        """Make :meth:`run` go round again at once."""
+        self._wake.set()
 
     async def write_meta(self, *, fresh: bool = False) -> None:
         """Write the stream's metadata to Redis and learn what Redis holds of the stream.
@@ -359,7 +370,7 @@ class RedisWriter(Writer):
     async def _flush(self) -> None:
         store, keys = self.store, self._keys
         assert self.sent is not None
-        first, events = self.local.kept_after(self.sent, self.seq)
+        first, events = self.local.kept_after(self.sent)
         pipe = store.redis.pipeline(transaction=False)
         pipe.exists(keys["m"])  # gone: Redis lost the stream (restarted, evicted)
         last = self.sent
@@ -367,7 +378,7 @@ class RedisWriter(Writer):
             last = first + len(events) - 1
             pipe.xadd(
                 keys["e"],
-                {b"f": str(first), b"d": b"".join(events), b"n": ",".join([str(len(e)) for e in events])},
+                {b"f": str(first), b"d": b"".join(events), b"n": pack_lengths(events)},
                 id=f"{last}-0",
             )
             if self._expire_events:
@@ -375,7 +386,7 @@ class RedisWriter(Writer):
         if self.local.evicted:  # this worker's memory let it go: bound Redis by count
             kept_from = max(1, self.seq - store.limits.max_events + 1)
         else:
-            kept_from = self.local.first_kept(self.seq)
+            kept_from = self.local.first_kept()
         if kept_from - 1 > self._trimmed and last >= kept_from:
             pipe.xtrim(keys["e"], minid=f"{kept_from}-0", approximate=False)
         now = time.monotonic()
@@ -400,8 +411,7 @@ class RedisWriter(Writer):
         if not replies[0]:
             logger.warning("asgi_stream: Redis lost stream %s; copying it there again", self.stream_id)
             self.sent, self._lost = None, True
-            self._wake_pending = True
-            self._wake.set()
+            self._poke()
             return
         self.sent = last
         if events:
@@ -421,7 +431,7 @@ class RedisWriter(Writer):
             with anyio.move_on_after(store.heartbeat):
                 await self._wake.wait()
             self._wake = anyio.Event()
-            self._wake_pending = False
+            self.__dict__.pop("append", None)  # the next append wakes this loop again
             if self._ended_in_redis and self.sent is not None:
                 return
             if self._outcome is not None and give_up_at == math.inf:
@@ -430,8 +440,7 @@ class RedisWriter(Writer):
                 if time.monotonic() >= give_up_at:
                     break
                 await anyio.sleep(max(0.0, store._down_until - time.monotonic()))
-                self._wake_pending = True  # retry at once
-                self._wake.set()
+                self._poke()  # retry at once
                 continue
             started = time.monotonic()
             try:
@@ -439,8 +448,7 @@ class RedisWriter(Writer):
             except StoreUnavailable:
                 if time.monotonic() >= give_up_at:
                     break
-                self._wake_pending = True
-                self._wake.set()
+                self._poke()
                 continue
             # Let events gather: one round trip per flush_interval at most (finish()
             # does not wait for this).
@@ -464,8 +472,7 @@ class RedisWriter(Writer):
                 await self.flush()
             except StoreUnavailable as exc:
                 logger.warning("asgi_stream: could not end stream %s in Redis yet: %s", self.stream_id, exc)
-        self._wake_pending = True
-        self._wake.set()
+        self._poke()
 
     # ------------------------------------------------------------ consumers
     async def wait_abandoned(self, grace: float) -> None:
@@ -505,6 +512,27 @@ class RedisWriter(Writer):
         if pttl is None or pttl < 0:
             return math.inf
         return max(0.0, (store.limits.running_ttl * 1000 - pttl) / 1000)
+
+
+#: An array typecode of unsigned 32-bit integers (event lengths, little-endian in Redis).
+_U32 = next(code for code in "IL" if array(code).itemsize == 4)
+
+
+def pack_lengths(events: list[bytes]) -> bytes:
+    """The events' lengths as little-endian uint32s (an entry's ``n`` field)."""
+    lengths = array(_U32, map(len, events))
+    if sys.byteorder == "big":
+        lengths.byteswap()
+    return lengths.tobytes()
+
+
+def unpack_lengths(raw: bytes) -> array[int]:
+    """The inverse of :func:`pack_lengths`."""
+    lengths = array(_U32)
+    lengths.frombytes(raw)
+    if sys.byteorder == "big":
+        lengths.byteswap()
+    return lengths
 
 
 def _entries(reply: Any) -> list[tuple[bytes, dict[bytes, bytes]]]:
