@@ -16,12 +16,14 @@ from .helpers import read
 SSE = [("accept", "text/event-stream")]
 
 
-def make_app(store, n: int, *, awaits: bool) -> Starlette:
+def make_app(store, n: int, *, awaits: bool, interval: float = 0.0) -> Starlette:
     async def endpoint(request):
         async def gen():
             for i in range(n):
                 yield f"t{i}"
-                if awaits:
+                if interval:
+                    await anyio.sleep(interval)
+                elif awaits:
                     await anyio.lowlevel.checkpoint()
 
         return TokenStream(gen(), resumable=True, end="[DONE]")
@@ -57,3 +59,13 @@ def test_reconnecting_after_the_last_event_gets_204(server, store, request) -> N
     assert end.response.status == 204 and end.events == []
     before_end = read(srv.port, "/chat", SSE + [("last-event-id", f"{whole.stream_id}.5")])
     assert before_end.response.status == 200 and before_end.events == whole.events[5:]
+
+
+@pytest.mark.parametrize("kind", ["uvicorn", "hypercorn", "hypercorn-trio"])
+def test_memory_store_resumes_live_on_every_server(server, kind) -> None:
+    srv = server(make_app(MemoryStore(), 30, awaits=True, interval=0.02), kind)
+    first = read(srv.port, "/chat", SSE, limit=5)  # then the client drops
+    rest = read(srv.port, "/chat", SSE + [("last-event-id", first.last_id)])
+    assert rest.response.status == 200 and rest.complete
+    datas = [e.split(b"\n")[0] for e in first.events + rest.events]
+    assert datas == [f"data: t{i}".encode() for i in range(30)] + [b"data: [DONE]"]
