@@ -129,10 +129,11 @@ def slow_table(data: dict[str, dict[str, dict[str, Records]]]) -> str:
             raw, sse = per_target.get(RAW, []), per_target.get(SSE_STARLETTE, [])
             for key, recs in per_target.items():
                 failed = sum(1 for r in recs if "error" in r)
+                overloaded = (spread(recs, "missing")["median"] or 0) > 0
                 rows.append(
                     [
                         f"{int(n):,}",
-                        label(key),
+                        label(key) + (" (*overloaded*)" if overloaded else ""),
                         fmt_spread(spread(recs, "p50_ms"), 1),
                         fmt_spread(spread(recs, "p99_ms"), 1),
                         fmt_spread(spread(recs, "max_ms"), 0),
@@ -164,37 +165,57 @@ def slow_table(data: dict[str, dict[str, dict[str, Records]]]) -> str:
     )
 
 
+def _round_percentiles(recs: Records, metric: str, *, none_is_inf: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    """p50 and p99 of ``metric`` in each round, summarised over rounds."""
+    p50s, p99s = [], []
+    for rep in sorted({r["rep"] for r in recs}):
+        vals = [r[metric] for r in recs if r["rep"] == rep]
+        if not none_is_inf:
+            vals = [v for v in vals if v is not None]
+        if vals:
+            p50s.append(pct(vals, 50))
+            p99s.append(pct(vals, 99))
+    return summary(p50s), summary(p99s)
+
+
 def disconnect_rows(records: Records) -> list[dict[str, Any]]:
-    """Pooled percentiles per (target, generator, block)."""
+    """Per (target, generator, block): p50 and p99 of each round, summarised over
+    rounds (a generator not closed in time counts as infinitely late)."""
     groups: dict[tuple[str, str, float], Records] = {}
     for r in records:
         groups.setdefault((r["target"], r["generator"], r["block"]), []).append(r)
     out = []
     for (target, gen, block), recs in groups.items():
-        closed = [r["closed_ms"] for r in recs]
-        reps = sorted({r["rep"] for r in recs})
-        per_rep_p99 = [pct([r["closed_ms"] for r in recs if r["rep"] == k], 99) for k in reps]
-        tokens = [r["token_ms"] for r in recs]
-        after = [r["after_step_ms"] for r in recs if r["closed_ms"] is not None]
+        closed50, closed99 = _round_percentiles(recs, "closed_ms", none_is_inf=True)
+        token50, token99 = _round_percentiles(recs, "token_ms", none_is_inf=False)
+        after50, after99 = _round_percentiles(
+            [r for r in recs if r["closed_ms"] is not None], "after_step_ms", none_is_inf=False
+        )
         out.append(
             {
                 "target": target,
                 "generator": gen,
                 "block": block,
                 "trials": len(recs),
-                "closed_p50_ms": pct(closed, 50),
-                "closed_p99_ms": pct(closed, 99),
-                "closed_p99_per_round": summary([x for x in per_rep_p99 if x is not None and not math.isinf(x)]),
-                "not_closed": sum(1 for c in closed if c is None),
-                "token_p50_ms": pct(tokens, 50) if any(t is not None for t in tokens) else None,
-                "token_p99_ms": pct(tokens, 99) if any(t is not None for t in tokens) else None,
-                "after_step_p50_ms": pct([a for a in after if a is not None], 50) if any(a is not None for a in after) else None,
-                "after_step_p99_ms": pct([a for a in after if a is not None], 99) if any(a is not None for a in after) else None,
+                "rounds": len({r["rep"] for r in recs}),
+                "not_closed": sum(1 for r in recs if r["closed_ms"] is None),
+                "closed_p50": closed50,
+                "closed_p99": closed99,
+                "token_p50": token50,
+                "token_p99": token99,
+                "after_step_p50": after50,
+                "after_step_p99": after99,
             }
         )
     order = {t.key: i for i, t in enumerate(TARGETS)}
     out.sort(key=lambda r: (r["generator"], r["block"], order.get(r["target"], 99)))
     return out
+
+
+def _p50_p99(p50: dict[str, Any], p99: dict[str, Any], digits: int) -> str:
+    if p50["median"] is None:
+        return "–"
+    return f"{fmt_num(p50['median'], digits)} / {fmt_spread(p99, digits)}"
 
 
 def disconnect_table(data: dict[str, Records], timeout: float) -> str:
@@ -203,18 +224,15 @@ def disconnect_table(data: dict[str, Records], timeout: float) -> str:
     for _kind, records in data.items():
         for r in disconnect_rows(records):
             nc = r["not_closed"]
-            closed = f"{fmt_num(r['closed_p50_ms'], 1)} / {fmt_num(r['closed_p99_ms'], 1)}"
             rows.append(
                 [
                     label(r["target"]),
                     r["generator"],
                     f"{r['block']:g} s",
-                    closed,
+                    _p50_p99(r["closed_p50"], r["closed_p99"], 1),
                     f"{nc} of {r['trials']}" if nc else "0",
-                    "–" if r["token_p50_ms"] is None else f"{fmt_num(r['token_p50_ms'], 2)} / {fmt_num(r['token_p99_ms'], 2)}",
-                    "–"
-                    if r["after_step_p50_ms"] is None
-                    else f"{fmt_num(r['after_step_p50_ms'], 2)} / {fmt_num(r['after_step_p99_ms'], 2)}",
+                    _p50_p99(r["token_p50"], r["token_p99"], 2),
+                    _p50_p99(r["after_step_p50"], r["after_step_p99"], 2),
                 ]
             )
     return _table(
@@ -269,39 +287,36 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
         if COALESCE in per_target and SSE_STARLETTE in per_target:
             r = paired_ratio(per_target[COALESCE], per_target[SSE_STARLETTE], "events_per_s")
             d = spread(per_target[COALESCE], "delay_max_ms")
-            ok = None if r["median"] is None else (r["median"] >= COALESCE_MIN_RATIO and (d["max"] or 0) <= COALESCE_MAX_DELAY_MS)
+            ok = None if r["median"] is None else (r["median"] >= COALESCE_MIN_RATIO and (d["median"] or 0) <= COALESCE_MAX_DELAY_MS)
             add(
                 f"coalescing ≥ {COALESCE_MIN_RATIO:g}× sse-starlette events/s, every sampled token within max_delay {COALESCE_MAX_DELAY_MS:g} ms ({klabel})",
-                f"{fmt_ratio(r)}; slowest sampled token {fmt_num(d['max'], 1)} ms",
+                f"{fmt_ratio(r)}; slowest sampled token {fmt_spread(d, 1, ' ms')}",
                 ok,
             )
     for kind, per_n in results.get("slow", {}).items():
-        if not per_n:
-            continue
-        n = max(per_n, key=int)
-        per_target = per_n[n]
-        if ASGI_STREAM not in per_target or RAW not in per_target:
-            continue
-        recs, raw = per_target[ASGI_STREAM], per_target[RAW]
-        p99 = spread(recs, "p99_ms")
-        add(f"{int(n):,} slow streams: p99 lateness ≤ {SLOW_P99_MAX_MS:g} ms", fmt_spread(p99, 1, " ms"), None if p99["median"] is None else p99["median"] <= SLOW_P99_MAX_MS)
-        for metric, name in (("server_cpu", "CPU"), ("rss_mb", "RSS")):
-            r = paired_ratio(recs, raw, metric)
-            add(f"{int(n):,} slow streams: {name} ≤ {SLOW_MAX_RATIO}× raw", fmt_ratio(r), None if r["median"] is None else r["median"] <= SLOW_MAX_RATIO)
+        for n, per_target in per_n.items():
+            if ASGI_STREAM not in per_target or RAW not in per_target:
+                continue
+            recs, raw = per_target[ASGI_STREAM], per_target[RAW]
+            p99 = spread(recs, "p99_ms")
+            add(f"{int(n):,} slow streams: p99 lateness ≤ {SLOW_P99_MAX_MS:g} ms", fmt_spread(p99, 1, " ms"), None if p99["median"] is None else p99["median"] <= SLOW_P99_MAX_MS)
+            for metric, name in (("server_cpu", "CPU"), ("rss_mb", "RSS")):
+                r = paired_ratio(recs, raw, metric)
+                add(f"{int(n):,} slow streams: {name} ≤ {SLOW_MAX_RATIO}× raw", fmt_ratio(r), None if r["median"] is None else r["median"] <= SLOW_MAX_RATIO)
     for _kind, records in results.get("disconnect", {}).items():
         for row in disconnect_rows(records):
             if row["target"] != ASGI_STREAM:
                 continue
             block = f"{row['block']:g} s step"
             if row["generator"] == "async":
-                v = row["closed_p99_ms"]
-                add(f"disconnect, async generator ({block}): closed p99 ≤ {DISCONNECT_ASYNC_P99_MS:g} ms", fmt_num(v, 2, " ms"), None if v is None else v <= DISCONNECT_ASYNC_P99_MS)
+                v = row["closed_p99"]
+                add(f"disconnect, async generator ({block}): closed p99 ≤ {DISCONNECT_ASYNC_P99_MS:g} ms", fmt_spread(v, 2, " ms"), None if v["median"] is None else v["median"] <= DISCONNECT_ASYNC_P99_MS)
             else:
-                v = row["token_p99_ms"]
-                add(f"disconnect, sync generator ({block}): CancelToken set p99 ≤ {DISCONNECT_TOKEN_P99_MS:g} ms", fmt_num(v, 2, " ms"), None if v is None else v <= DISCONNECT_TOKEN_P99_MS)
-                v = row["after_step_p99_ms"]
-                met = None if v is None else (v <= DISCONNECT_AFTER_STEP_MS and row["not_closed"] == 0)
-                add(f"disconnect, sync generator ({block}): closed ≤ {DISCONNECT_AFTER_STEP_MS:g} ms after the step ends (p99)", fmt_num(v, 2, " ms"), met)
+                v = row["token_p99"]
+                add(f"disconnect, sync generator ({block}): CancelToken set p99 ≤ {DISCONNECT_TOKEN_P99_MS:g} ms", fmt_spread(v, 2, " ms"), None if v["median"] is None else v["median"] <= DISCONNECT_TOKEN_P99_MS)
+                v = row["after_step_p99"]
+                met = None if v["median"] is None else (v["median"] <= DISCONNECT_AFTER_STEP_MS and row["not_closed"] == 0)
+                add(f"disconnect, sync generator ({block}): closed ≤ {DISCONNECT_AFTER_STEP_MS:g} ms after the step ends (p99)", fmt_spread(v, 2, " ms"), met)
     for kind, per_target in results.get("ttfb", {}).items():
         if ASGI_STREAM in per_target and RAW in per_target:
             a, b = spread(per_target[ASGI_STREAM], "p50_us")["median"], spread(per_target[RAW], "p50_us")["median"]
@@ -362,7 +377,10 @@ def markdown(results: dict[str, Any]) -> str:
             f"{'a fresh server process per run' if mode['slow_fresh_server'] else 'shared server processes'}; "
             f"measured over {mode['slow_duration']:g} s after all streams are open and {mode['slow_warmup']:g} s of warm-up. "
             "Lateness: arrival at the client minus the event's due time; events not arrived 1 s after "
-            "the window count as infinitely late (*missing*). Server CPU in % of one core.",
+            "the window count as infinitely late (*missing*). Server CPU in % of one core. "
+            "A target marked *overloaded* lost events in the median run: its server could not keep "
+            "up with the schedule (lateness then grows for as long as the run lasts, and its CPU "
+            "figure is capped by the core, not set by the work).",
             "",
             *(slow_table({k: v}) + "\n" for k, v in results["slow"].items()),
         ]
@@ -373,7 +391,8 @@ def markdown(results: dict[str, Any]) -> str:
             "",
             f"Server {kinds}. The generator yields a token, then blocks for the step "
             "(`await asyncio.sleep` / `time.sleep`); the client closes the socket 10–90 % of the way into "
-            f"the step. Pooled over {mode['disconnect_reps']} rounds of {mode['disconnect_trials']} trials per row. "
+            f"the step. p50 and p99 of each round of {mode['disconnect_trials']} trials per row, median over "
+            f"{mode['disconnect_reps']} rounds (min–max of the rounds' p99 in parentheses). "
             "*Closed after the step ended*: how long after the blocking step returned the generator's "
             "`finally` ran (for generators that were not closed earlier).",
             "",
@@ -400,6 +419,8 @@ def chart(results: dict[str, Any], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+    from matplotlib.transforms import blended_transform_factory
 
     keys = [t.key for t in TARGETS]
     colors = dict(zip(keys, ["#777777", "#4c72b0", "#dd8452", "#55a868", "#8172b3"]))
@@ -409,16 +430,21 @@ def chart(results: dict[str, Any], path: Path) -> None:
 
     def bars(ax: Any, groups: list[str], getter: Callable[[str, str], dict[str, Any] | None], title: str, ylabel: str, log: bool = False) -> None:
         width = 0.8 / len(keys)
+        top = blended_transform_factory(ax.transData, ax.transAxes)
         for i, key in enumerate(keys):
             xs, ys, lo, hi = [], [], [], []
             for g, group in enumerate(groups):
                 s = getter(group, key)
-                if s is None or s["median"] is None or math.isinf(s["median"]):
+                if s is None or s["median"] is None:
                     continue
-                xs.append(g + (i - (len(keys) - 1) / 2) * width)
+                x = g + (i - (len(keys) - 1) / 2) * width
+                if math.isinf(s["median"]):  # lost events / never closed: no bar, a mark
+                    ax.text(x, 0.97, "∞", transform=top, ha="center", va="top", color=colors[key], fontsize=12, fontweight="bold")
+                    continue
+                xs.append(x)
                 ys.append(s["median"])
                 lo.append(s["median"] - s["min"])
-                hi.append(s["max"] - s["median"])
+                hi.append(0.0 if math.isinf(s["max"]) else s["max"] - s["median"])
             if xs:
                 ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, color=colors[key], label=label(key))
         ax.set_xticks(range(len(groups)))
@@ -444,30 +470,28 @@ def chart(results: dict[str, Any], path: Path) -> None:
 
         return get
 
-    bars(axes[0][1], names, slow_get("p99_ms"), "2. slow streams: p99 lateness", "ms", log=True)
+    bars(axes[0][1], names, slow_get("p99_ms"), "2. slow streams: p99 lateness (∞: events lost)", "ms", log=True)
     bars(axes[0][2], names, lambda g, k: _scaled(slow_get("server_cpu")(g, k), 100), "2. slow streams: server CPU", "% of one core")
     bars(axes[1][0], names, slow_get("rss_mb"), "2. slow streams: peak server RSS", "MB")
     disc = [r for recs in results.get("disconnect", {}).values() for r in disconnect_rows(recs)]
     dgroups = sorted({(r["generator"], r["block"]) for r in disc})
-    dnames = [f"{g} gen, {b:g} s step" for g, b in dgroups]
+    dnames = [f"{g}, {b:g} s step" for g, b in dgroups]
     dlookup = dict(zip(dnames, dgroups))
 
     def disc_get(g: str, k: str) -> dict[str, Any] | None:
         gen, block = dlookup[g]
         row = next((r for r in disc if r["target"] == k and r["generator"] == gen and r["block"] == block), None)
-        if row is None or row["closed_p99_ms"] is None or math.isinf(row["closed_p99_ms"]):
+        if row is None or row["closed_p99"]["median"] is None:
             return None
-        v = max(row["closed_p99_ms"], 0.01)
-        return {"median": v, "min": v, "max": v}
+        s = row["closed_p99"]
+        return {"median": max(s["median"], 0.01), "min": max(s["min"], 0.01), "max": s["max"]}
 
-    bars(axes[1][1], dnames, disc_get, "3. disconnect → generator closed, p99 (missing bar: not closed in time)", "ms", log=True)
+    bars(axes[1][1], dnames, disc_get, "3. disconnect → generator closed, p99 (∞: not closed in time)", "ms", log=True)
     tt = results.get("ttfb", {})
     bars(axes[1][2], list(tt), lambda g, k: spread(tt[g].get(k, []), "p50_us") if k in tt[g] else None, "4. time to first byte, p50", "µs")
-    for ax in axes.flat:
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
-            break
-    fig.tight_layout()
+    handles = [Patch(color=colors[k], label=label(k)) for k in keys]
+    fig.legend(handles=handles, loc="lower center", ncol=len(keys), fontsize=9, frameon=False)
+    fig.tight_layout(rect=(0, 0.04, 1, 0.97))
     fig.savefig(path, dpi=90)
     plt.close(fig)
 
