@@ -13,7 +13,7 @@ import os
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     workloads = tuple(w for w in WORKLOADS if not args.only or w in args.only)
     targets = [t for t in TARGETS if not args.targets or t.key in args.targets]
     started = time.monotonic()
-    date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     desc = machine.describe()
     place = machine.placement()
 

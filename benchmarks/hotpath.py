@@ -62,13 +62,17 @@ def variants() -> list[Variant]:
 
         return app
 
+    per_token, coalescing = asgi_stream_app.PerToken(), asgi_stream_app.COALESCE
     return [
         ("raw ASGI", lambda: raw.app),
         ("Starlette StreamingResponse", lambda: starlette_stream.app),
         ("sse-starlette", lambda: sse_starlette_app.app),
-        ("asgi-stream per-token (Starlette app + StreamMiddleware)", lambda: asgi_stream_app.make_app(asgi_stream_app.PerToken())),
-        ("asgi-stream coalescing (Starlette app + StreamMiddleware)", lambda: asgi_stream_app.make_app(asgi_stream_app.COALESCE)),
-        ("  asgi-stream per-token, StreamMiddleware, no Starlette", lambda: StreamMiddleware(bare_token_stream(), default_format="sse")),
+        ("asgi-stream per-token (Starlette app + StreamMiddleware)", lambda: asgi_stream_app.make_app(per_token)),
+        ("asgi-stream coalescing (Starlette app + StreamMiddleware)", lambda: asgi_stream_app.make_app(coalescing)),
+        (
+            "  asgi-stream per-token, StreamMiddleware, no Starlette",
+            lambda: StreamMiddleware(bare_token_stream(), default_format="sse"),
+        ),
         ("  asgi-stream per-token, TokenStream alone", bare_token_stream),
         ("  Starlette app, empty middleware list (for scale)", lambda: Starlette()),
     ]

@@ -13,6 +13,8 @@ from .stats import percentile, summary
 from .targets import BY_KEY, RAW, SSE_STARLETTE, TARGETS
 
 Records = list[dict[str, Any]]
+#: Chart data source: (group, target key) → spread summary, or None for no bar.
+Getter = Callable[[str, str], "dict[str, Any] | None"]
 
 #: The issue's goals for asgi-stream.
 PER_TOKEN_MIN_RATIO = 0.95
@@ -116,7 +118,17 @@ def throughput_table(data: dict[str, dict[str, Records]]) -> str:
                 ]
             )
     return _table(
-        ["server", "target", "events/s", "× raw", "× sse-starlette", "wire MB/s", "server CPU", "CPU µs/event", "token delay max (ms)"],
+        [
+            "server",
+            "target",
+            "events/s",
+            "× raw",
+            "× sse-starlette",
+            "wire MB/s",
+            "server CPU",
+            "CPU µs/event",
+            "token delay max (ms)",
+        ],
         rows,
     )
 
@@ -124,7 +136,7 @@ def throughput_table(data: dict[str, dict[str, Records]]) -> str:
 def slow_table(data: dict[str, dict[str, dict[str, Records]]]) -> str:
     """Workload 2."""
     rows = []
-    for kind, per_n in data.items():
+    for per_n in data.values():
         for n, per_target in per_n.items():
             raw, sse = per_target.get(RAW, []), per_target.get(SSE_STARLETTE, [])
             for key, recs in per_target.items():
@@ -184,7 +196,7 @@ def disconnect_rows(records: Records) -> list[dict[str, Any]]:
     groups: dict[tuple[str, str, float], Records] = {}
     for r in records:
         groups.setdefault((r["target"], r["generator"], r["block"]), []).append(r)
-    out = []
+    out: list[dict[str, Any]] = []
     for (target, gen, block), recs in groups.items():
         closed50, closed99 = _round_percentiles(recs, "closed_ms", none_is_inf=True)
         token50, token99 = _round_percentiles(recs, "token_ms", none_is_inf=False)
@@ -271,6 +283,14 @@ def ttfb_table(data: dict[str, dict[str, Records]]) -> str:
 
 
 # ---------------------------------------------------------------------- goals
+def _at_least(s: dict[str, Any], limit: float) -> bool | None:
+    return None if s["median"] is None else s["median"] >= limit
+
+
+def _at_most(s: dict[str, Any], limit: float) -> bool | None:
+    return None if s["median"] is None else s["median"] <= limit
+
+
 def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
     """Each of the issue's targets for asgi-stream: what was measured, and whether it
     was met (None: not measured in this run)."""
@@ -283,45 +303,52 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
         klabel = KIND_BY_KEY[kind].label
         if ASGI_STREAM in per_target and RAW in per_target:
             r = paired_ratio(per_target[ASGI_STREAM], per_target[RAW], "events_per_s")
-            add(f"per-token ≥ {PER_TOKEN_MIN_RATIO}× raw events/s ({klabel})", fmt_ratio(r), None if r["median"] is None else r["median"] >= PER_TOKEN_MIN_RATIO)
+            add(f"per-token ≥ {PER_TOKEN_MIN_RATIO}× raw events/s ({klabel})", fmt_ratio(r), _at_least(r, PER_TOKEN_MIN_RATIO))
         if COALESCE in per_target and SSE_STARLETTE in per_target:
             r = paired_ratio(per_target[COALESCE], per_target[SSE_STARLETTE], "events_per_s")
             d = spread(per_target[COALESCE], "delay_max_ms")
-            ok = None if r["median"] is None else (r["median"] >= COALESCE_MIN_RATIO and (d["median"] or 0) <= COALESCE_MAX_DELAY_MS)
+            fast, prompt = _at_least(r, COALESCE_MIN_RATIO), _at_most(d, COALESCE_MAX_DELAY_MS)
             add(
-                f"coalescing ≥ {COALESCE_MIN_RATIO:g}× sse-starlette events/s, every sampled token within max_delay {COALESCE_MAX_DELAY_MS:g} ms ({klabel})",
+                f"coalescing ≥ {COALESCE_MIN_RATIO:g}× sse-starlette events/s, every sampled token "
+                f"within max_delay {COALESCE_MAX_DELAY_MS:g} ms ({klabel})",
                 f"{fmt_ratio(r)}; slowest sampled token {fmt_spread(d, 1, ' ms')}",
-                ok,
+                None if fast is None else bool(fast and prompt is not False),
             )
-    for kind, per_n in results.get("slow", {}).items():
+    for per_n in results.get("slow", {}).values():
         for n, per_target in per_n.items():
             if ASGI_STREAM not in per_target or RAW not in per_target:
                 continue
             recs, raw = per_target[ASGI_STREAM], per_target[RAW]
             p99 = spread(recs, "p99_ms")
-            add(f"{int(n):,} slow streams: p99 lateness ≤ {SLOW_P99_MAX_MS:g} ms", fmt_spread(p99, 1, " ms"), None if p99["median"] is None else p99["median"] <= SLOW_P99_MAX_MS)
+            goal = f"{int(n):,} slow streams: p99 lateness ≤ {SLOW_P99_MAX_MS:g} ms"
+            add(goal, fmt_spread(p99, 1, " ms"), _at_most(p99, SLOW_P99_MAX_MS))
             for metric, name in (("server_cpu", "CPU"), ("rss_mb", "RSS")):
                 r = paired_ratio(recs, raw, metric)
-                add(f"{int(n):,} slow streams: {name} ≤ {SLOW_MAX_RATIO}× raw", fmt_ratio(r), None if r["median"] is None else r["median"] <= SLOW_MAX_RATIO)
-    for _kind, records in results.get("disconnect", {}).items():
+                add(f"{int(n):,} slow streams: {name} ≤ {SLOW_MAX_RATIO}× raw", fmt_ratio(r), _at_most(r, SLOW_MAX_RATIO))
+    for records in results.get("disconnect", {}).values():
         for row in disconnect_rows(records):
             if row["target"] != ASGI_STREAM:
                 continue
-            block = f"{row['block']:g} s step"
+            step = f"{row['block']:g} s step"
             if row["generator"] == "async":
                 v = row["closed_p99"]
-                add(f"disconnect, async generator ({block}): closed p99 ≤ {DISCONNECT_ASYNC_P99_MS:g} ms", fmt_spread(v, 2, " ms"), None if v["median"] is None else v["median"] <= DISCONNECT_ASYNC_P99_MS)
-            else:
-                v = row["token_p99"]
-                add(f"disconnect, sync generator ({block}): CancelToken set p99 ≤ {DISCONNECT_TOKEN_P99_MS:g} ms", fmt_spread(v, 2, " ms"), None if v["median"] is None else v["median"] <= DISCONNECT_TOKEN_P99_MS)
-                v = row["after_step_p99"]
-                met = None if v["median"] is None else (v["median"] <= DISCONNECT_AFTER_STEP_MS and row["not_closed"] == 0)
-                add(f"disconnect, sync generator ({block}): closed ≤ {DISCONNECT_AFTER_STEP_MS:g} ms after the step ends (p99)", fmt_spread(v, 2, " ms"), met)
+                goal = f"disconnect, async generator ({step}): closed p99 ≤ {DISCONNECT_ASYNC_P99_MS:g} ms"
+                add(goal, fmt_spread(v, 2, " ms"), _at_most(v, DISCONNECT_ASYNC_P99_MS))
+                continue
+            v = row["token_p99"]
+            goal = f"disconnect, sync generator ({step}): CancelToken set p99 ≤ {DISCONNECT_TOKEN_P99_MS:g} ms"
+            add(goal, fmt_spread(v, 2, " ms"), _at_most(v, DISCONNECT_TOKEN_P99_MS))
+            v = row["after_step_p99"]
+            met = _at_most(v, DISCONNECT_AFTER_STEP_MS)
+            goal = f"disconnect, sync generator ({step}): closed ≤ {DISCONNECT_AFTER_STEP_MS:g} ms after the step ends (p99)"
+            add(goal, fmt_spread(v, 2, " ms"), None if met is None else met and row["not_closed"] == 0)
     for kind, per_target in results.get("ttfb", {}).items():
         if ASGI_STREAM in per_target and RAW in per_target:
-            a, b = spread(per_target[ASGI_STREAM], "p50_us")["median"], spread(per_target[RAW], "p50_us")["median"]
+            a = spread(per_target[ASGI_STREAM], "p50_us")["median"]
+            b = spread(per_target[RAW], "p50_us")["median"]
             if a is not None and b is not None:
-                add(f"TTFB overhead ≤ {TTFB_OVERHEAD_MAX_US / 1000:g} ms over raw ({KIND_BY_KEY[kind].label})", f"{a - b:+,.0f} µs", a - b <= TTFB_OVERHEAD_MAX_US)
+                goal = f"TTFB overhead ≤ {TTFB_OVERHEAD_MAX_US / 1000:g} ms over raw ({KIND_BY_KEY[kind].label})"
+                add(goal, f"{a - b:+,.0f} µs", a - b <= TTFB_OVERHEAD_MAX_US)
     return out
 
 
@@ -343,7 +370,8 @@ def markdown(results: dict[str, Any]) -> str:
         "# asgi-stream benchmark results",
         "",
         f"- **Date:** {meta['date']} (run took {meta['duration_s'] / 60:.1f} min)",
-        f"- **Machine:** {m['cpu']}, {m['cpus']} CPUs ({m['cpus_usable']} usable), {m['memory_gib']} GiB RAM, {m['os']}, Python {m['python']}",
+        f"- **Machine:** {m['cpu']}, {m['cpus']} CPUs ({m['cpus_usable']} usable), {m['memory_gib']} GiB RAM, "
+        f"{m['os']}, Python {m['python']}",
         f"- **Load average** at start {m['load_average']}, at end {meta['load_average_end']}",
         f"- **Command:** `{meta['command']}` (mode `{mode['name']}`)",
         f"- **CPU placement:** every server process (all its threads) pinned to CPU {p['server_core']}; "
@@ -423,12 +451,12 @@ def chart(results: dict[str, Any], path: Path) -> None:
     from matplotlib.transforms import blended_transform_factory
 
     keys = [t.key for t in TARGETS]
-    colors = dict(zip(keys, ["#777777", "#4c72b0", "#dd8452", "#55a868", "#8172b3"]))
+    colors = dict(zip(keys, ["#777777", "#4c72b0", "#dd8452", "#55a868", "#8172b3"], strict=False))
     fig, axes = plt.subplots(2, 3, figsize=(18, 10))
     meta = results["meta"]
     fig.suptitle(f"asgi-stream benchmarks — {meta['date']} — {meta['machine']['cpu']} — mode {meta['mode']['name']}")
 
-    def bars(ax: Any, groups: list[str], getter: Callable[[str, str], dict[str, Any] | None], title: str, ylabel: str, log: bool = False) -> None:
+    def bars(ax: Any, groups: list[str], getter: Getter, title: str, ylabel: str, log: bool = False) -> None:
         width = 0.8 / len(keys)
         top = blended_transform_factory(ax.transData, ax.transAxes)
         for i, key in enumerate(keys):
@@ -456,13 +484,13 @@ def chart(results: dict[str, Any], path: Path) -> None:
         ax.grid(axis="y", alpha=0.3)
 
     tp = results.get("throughput", {})
-    bars(axes[0][0], list(tp), lambda g, k: spread(tp[g].get(k, []), "events_per_s") if k in tp[g] else None, "1. one fast stream: events/s", "events/s", log=True)
+    bars(axes[0][0], list(tp), _metric(tp, "events_per_s"), "1. one fast stream: events/s", "events/s", log=True)
     slow = results.get("slow", {})
     slow_groups = [(kind, n) for kind, per_n in slow.items() for n in per_n]
     names = [f"{int(n):,} streams" for _, n in slow_groups]
-    lookup = dict(zip(names, slow_groups))
+    lookup = dict(zip(names, slow_groups, strict=True))
 
-    def slow_get(metric: str) -> Callable[[str, str], dict[str, Any] | None]:
+    def slow_get(metric: str) -> Getter:
         def get(g: str, k: str) -> dict[str, Any] | None:
             kind, n = lookup[g]
             recs = slow[kind][n].get(k)
@@ -471,12 +499,13 @@ def chart(results: dict[str, Any], path: Path) -> None:
         return get
 
     bars(axes[0][1], names, slow_get("p99_ms"), "2. slow streams: p99 lateness (∞: events lost)", "ms", log=True)
-    bars(axes[0][2], names, lambda g, k: _scaled(slow_get("server_cpu")(g, k), 100), "2. slow streams: server CPU", "% of one core")
+    cpu = slow_get("server_cpu")
+    bars(axes[0][2], names, lambda g, k: _scaled(cpu(g, k), 100), "2. slow streams: server CPU", "% of one core")
     bars(axes[1][0], names, slow_get("rss_mb"), "2. slow streams: peak server RSS", "MB")
     disc = [r for recs in results.get("disconnect", {}).values() for r in disconnect_rows(recs)]
     dgroups = sorted({(r["generator"], r["block"]) for r in disc})
     dnames = [f"{g}, {b:g} s step" for g, b in dgroups]
-    dlookup = dict(zip(dnames, dgroups))
+    dlookup = dict(zip(dnames, dgroups, strict=True))
 
     def disc_get(g: str, k: str) -> dict[str, Any] | None:
         gen, block = dlookup[g]
@@ -488,12 +517,22 @@ def chart(results: dict[str, Any], path: Path) -> None:
 
     bars(axes[1][1], dnames, disc_get, "3. disconnect → generator closed, p99 (∞: not closed in time)", "ms", log=True)
     tt = results.get("ttfb", {})
-    bars(axes[1][2], list(tt), lambda g, k: spread(tt[g].get(k, []), "p50_us") if k in tt[g] else None, "4. time to first byte, p50", "µs")
+    bars(axes[1][2], list(tt), _metric(tt, "p50_us"), "4. time to first byte, p50", "µs")
     handles = [Patch(color=colors[k], label=label(k)) for k in keys]
     fig.legend(handles=handles, loc="lower center", ncol=len(keys), fontsize=9, frameon=False)
     fig.tight_layout(rect=(0, 0.04, 1, 0.97))
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def _metric(data: dict[str, dict[str, Records]], metric: str) -> Getter:
+    """A chart getter: the spread of ``metric`` for (group, target)."""
+
+    def get(group: str, key: str) -> dict[str, Any] | None:
+        recs = data[group].get(key)
+        return spread(recs, metric) if recs else None
+
+    return get
 
 
 def _scaled(s: dict[str, Any] | None, factor: float) -> dict[str, Any] | None:

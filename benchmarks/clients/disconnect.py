@@ -39,7 +39,7 @@ async def _trial(port: int, path: str, offset: float) -> int:
 
 async def _all(port_paths: list[tuple[str, int, str, float]]) -> dict[str, int]:
     results = await asyncio.gather(*(_trial(port, path, offset) for _, port, path, offset in port_paths))
-    return {trial: closed for (trial, *_), closed in zip(port_paths, results)}
+    return {trial: closed for (trial, *_), closed in zip(port_paths, results, strict=True)}
 
 
 def run(trials: list[list[Any]]) -> dict[str, Any]:

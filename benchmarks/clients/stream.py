@@ -1,6 +1,6 @@
 """Single-stream clients: throughput (workload 1) and time to first byte (workload 4).
 
-``python -m benchmarks.clients.stream '{"mode": "throughput", "port": 8000, "path": "/fast?n=200000", "http2": false, "core": 1}'``
+``python -m benchmarks.clients.stream '{"mode": "throughput", "port": 8000, "path": "/fast?n=1000", "core": 1}'``
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ worker thread. Per token it does nothing else: frame, ``await send``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Generator
 from typing import Any
 
 import anyio
@@ -22,20 +22,21 @@ _END = {"type": "http.response.body", "body": b"", "more_body": False}
 _SENTINEL = object()
 
 
-async def _thread_iter(gen: Iterator[str]) -> AsyncIterator[str]:
+async def _thread_iter(gen: Generator[str, None, None]) -> AsyncGenerator[str, None]:
     """Iterate a sync generator on worker threads; close it when the iteration ends."""
     try:
         while True:
             item = await anyio.to_thread.run_sync(next, gen, _SENTINEL)
-            if item is _SENTINEL:
+            if isinstance(item, str):
+                yield item
+            else:
                 return
-            yield item
     finally:
         gen.close()  # the thread has returned: cancellation waits for it
 
 
 async def _stream(source: Any, receive: Any, send: Any) -> None:
-    agen = source if hasattr(source, "__anext__") else _thread_iter(source)
+    agen: AsyncGenerator[str, None] = source if hasattr(source, "__anext__") else _thread_iter(source)
     async with anyio.create_task_group() as tg:
 
         async def watch_disconnect() -> None:
