@@ -19,7 +19,7 @@ from typing import Any
 
 from . import machine, report
 from .config import MODES, Mode
-from .servers import KIND_BY_KEY, SERVER_KINDS, start_all, stop_all
+from .servers import KIND_BY_KEY, REPO_ROOT, SERVER_KINDS, start_all, stop_all
 from .targets import TARGETS, Target
 from .workloads import disconnect, slow, throughput, ttfb
 
@@ -149,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             "command": command,
             "mode": dataclasses.asdict(mode),
             "machine": desc,
+            "source": machine.source_state(str(REPO_ROOT)),
             "load_average_end": [round(x, 2) for x in os.getloadavg()],
             "placement": dataclasses.asdict(place),
             "duration_s": time.monotonic() - started,

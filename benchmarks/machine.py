@@ -69,6 +69,19 @@ def _version(name: str) -> str:
         return "not installed"
 
 
+def source_state(repo: str) -> dict[str, object]:
+    """The commit measured and whether the library or the harness had local changes."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        proc = subprocess.run(["git", "-C", repo, *args], capture_output=True, text=True, check=False)
+        return proc.stdout.strip() if proc.returncode == 0 else ""
+
+    commit = git("rev-parse", "HEAD")
+    changed = git("status", "--porcelain", "--", "asgi_stream", "benchmarks/targets", "benchmarks/clients")
+    return {"commit": commit or None, "local_changes": bool(changed) if commit else None}
+
+
 def describe() -> dict[str, object]:
     """Machine, OS, Python and the versions of everything measured."""
     mem = _memory_gib()

@@ -141,7 +141,7 @@ def slow_table(data: dict[str, dict[str, dict[str, Records]]]) -> str:
             raw, sse = per_target.get(RAW, []), per_target.get(SSE_STARLETTE, [])
             for key, recs in per_target.items():
                 failed = sum(1 for r in recs if "error" in r)
-                overloaded = (spread(recs, "missing")["median"] or 0) > 0
+                overloaded = _overloaded(recs)
                 rows.append(
                     [
                         f"{int(n):,}",
@@ -291,9 +291,14 @@ def _at_most(s: dict[str, Any], limit: float) -> bool | None:
     return None if s["median"] is None else s["median"] <= limit
 
 
+def _overloaded(records: Records) -> bool:
+    """Whether the median run of a slow-stream cell lost events (the server fell behind)."""
+    return (spread(records, "missing")["median"] or 0) > 0
+
+
 def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
     """Each of the issue's targets for asgi-stream: what was measured, and whether it
-    was met (None: not measured in this run)."""
+    was met (None: not measurable in this run, e.g. CPU ratios of saturated servers)."""
     out: list[dict[str, Any]] = []
 
     def add(goal: str, measured: str, met: bool | None) -> None:
@@ -322,9 +327,14 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
             p99 = spread(recs, "p99_ms")
             goal = f"{int(n):,} slow streams: p99 lateness ≤ {SLOW_P99_MAX_MS:g} ms"
             add(goal, fmt_spread(p99, 1, " ms"), _at_most(p99, SLOW_P99_MAX_MS))
+            saturated = any(_overloaded(x) for x in (recs, raw)) or (spread(raw, "server_cpu")["median"] or 0) >= 0.9
             for metric, name in (("server_cpu", "CPU"), ("rss_mb", "RSS")):
                 r = paired_ratio(recs, raw, metric)
-                add(f"{int(n):,} slow streams: {name} ≤ {SLOW_MAX_RATIO}× raw", fmt_ratio(r), _at_most(r, SLOW_MAX_RATIO))
+                goal = f"{int(n):,} slow streams: {name} ≤ {SLOW_MAX_RATIO}× raw"
+                if metric == "server_cpu" and saturated:
+                    add(goal, f"{fmt_ratio(r)}, but a core's limit: the servers could not keep up", None)
+                else:
+                    add(goal, fmt_ratio(r), _at_most(r, SLOW_MAX_RATIO))
     for records in results.get("disconnect", {}).values():
         for row in disconnect_rows(records):
             if row["target"] != ASGI_STREAM:
@@ -354,7 +364,7 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 def goals_table(rows: list[dict[str, Any]]) -> str:
     """The goals with their verdicts."""
-    mark = {True: "met", False: "**missed**", None: "not measured"}
+    mark = {True: "met", False: "**missed**", None: "not measurable here"}
     return _table(["goal", "measured", "verdict"], [[g["goal"], g["measured"], mark[g["met"]]] for g in rows])
 
 
@@ -373,7 +383,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"- **Machine:** {m['cpu']}, {m['cpus']} CPUs ({m['cpus_usable']} usable), {m['memory_gib']} GiB RAM, "
         f"{m['os']}, Python {m['python']}",
         f"- **Load average** at start {m['load_average']}, at end {meta['load_average_end']}",
-        f"- **Command:** `{meta['command']}` (mode `{mode['name']}`)",
+        f"- **Command:** `{meta['command']}` (mode `{mode['name']}`)" + _source(meta.get("source")),
         f"- **CPU placement:** every server process (all its threads) pinned to CPU {p['server_core']}; "
         f"the measuring clients and the harness share CPU {p['client_core']}"
         + (" (one CPU only: everything shares it)" if p["server_core"] == p["client_core"] else ""),
@@ -439,6 +449,13 @@ def markdown(results: dict[str, Any]) -> str:
         ]
     parts += ["![chart](chart.png)", ""]
     return "\n".join(parts)
+
+
+def _source(source: dict[str, Any] | None) -> str:
+    if not source or not source.get("commit"):
+        return ""
+    dirty = " with local changes" if source.get("local_changes") else ""
+    return f" at commit `{source['commit'][:10]}`{dirty}"
 
 
 def chart(results: dict[str, Any], path: Path) -> None:

@@ -64,4 +64,7 @@ def test_every_target_has_disconnect_figures(smoke_results: dict[str, Any]) -> N
 
 def test_goals_are_evaluated(smoke_results: dict[str, Any]) -> None:
     goals = smoke_results["goals"]
-    assert goals and all(g["met"] in (True, False) for g in goals)
+    assert all(g["met"] in (True, False, None) and g["measured"] for g in goals)
+    # Throughput, disconnect and TTFB goals always get a verdict.
+    for topic in ("per-token", "coalescing", "disconnect", "TTFB"):
+        assert any(g["goal"].startswith(topic) and g["met"] is not None for g in goals), topic
