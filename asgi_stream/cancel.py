@@ -36,22 +36,24 @@ class CancelReason(str, enum.Enum):
 class CancelToken:
     """A thread-safe, set-once cancellation flag carrying a reason and a timestamp."""
 
-    __slots__ = ("_event", "_reason", "_at", "_callbacks", "_lock")
+    __slots__ = ("_set", "_event", "_reason", "_at", "_callbacks", "_lock")
 
     def __init__(self) -> None:
-        self._event = threading.Event()
+        self._set = False
+        #: A threading.Event, created only when a thread waits (tokens are per stream).
+        self._event: threading.Event | None = None
         self._reason: CancelReason | None = None
         self._at: float | None = None
-        self._callbacks: list[Callable[[CancelToken], object]] = []
+        self._callbacks: list[Callable[[CancelToken], object]] | None = None
         self._lock = threading.Lock()
 
     @property
     def cancelled(self) -> bool:
         """True once the token has been set."""
-        return self._event.is_set()
+        return self._set
 
     def __bool__(self) -> bool:
-        return self._event.is_set()
+        return self._set
 
     @property
     def reason(self) -> CancelReason | None:
@@ -66,13 +68,15 @@ class CancelToken:
     def cancel(self, reason: CancelReason | str = CancelReason.APPLICATION) -> bool:
         """Set the token; returns False if it was already set (the first reason wins)."""
         with self._lock:
-            if self._event.is_set():
+            if self._set:
                 return False
             self._reason = CancelReason(reason)
             self._at = time.monotonic()
-            self._event.set()
-            callbacks, self._callbacks = self._callbacks, []
-        for callback in callbacks:
+            self._set = True
+            event, callbacks, self._callbacks = self._event, self._callbacks, None
+        if event is not None:
+            event.set()
+        for callback in callbacks or ():
             try:
                 callback(self)
             except Exception:  # a callback must never break the canceller
@@ -85,18 +89,26 @@ class CancelToken:
         Callbacks run in the thread that sets the token; keep them short.
         """
         with self._lock:
-            if not self._event.is_set():
+            if not self._set:
+                if self._callbacks is None:
+                    self._callbacks = []
                 self._callbacks.append(callback)
                 return
         callback(self)
 
     def wait_sync(self, timeout: float | None = None) -> bool:
         """Block the calling thread until set or ``timeout``; returns whether it is set."""
-        return self._event.wait(timeout)
+        with self._lock:
+            if self._set:
+                return True
+            if self._event is None:
+                self._event = threading.Event()
+            event = self._event
+        return event.wait(timeout)
 
     async def wait(self) -> None:
         """Wait, without blocking the event loop, until the token is set."""
-        if self._event.is_set():
+        if self._set:
             return
         event = anyio.Event()
         loop = current_loop()
@@ -109,7 +121,7 @@ class CancelToken:
 
     def raise_if_cancelled(self) -> None:
         """Raise :class:`StreamCancelled` if the token is set (for sync worker code)."""
-        if self._event.is_set():
+        if self._set:
             raise StreamCancelled(self._reason)
 
     def __repr__(self) -> str:

@@ -40,14 +40,14 @@ class Guarded(Protocol):
 class Guard:
     """Runs the guard loop for one stream; :meth:`rearm` moves its wake-up earlier."""
 
-    __slots__ = ("_stream", "_hub", "_scope", "_offset", "_task_scope")
+    __slots__ = ("_stream", "_hub", "_scope", "_offset", "_stopped")
 
     def __init__(self, stream: Guarded, hub: ReceiveHub) -> None:
         self._stream = stream
         self._hub = hub
         self._scope: anyio.CancelScope | None = None
-        self._task_scope: anyio.CancelScope | None = None
         self._offset = 0.0
+        self._stopped = False
 
     def rearm(self, deadline: float) -> None:
         """Make the guard wake no later than ``deadline`` (monotonic seconds)."""
@@ -57,31 +57,33 @@ class Guard:
 
     def stop(self) -> None:
         """End the guard task (the stream is over)."""
-        if self._task_scope is not None:
-            self._task_scope.cancel()
+        self._stopped = True
+        if self._scope is not None:
+            self._scope.cancel()
 
     async def run(self) -> None:
-        """The guard task body."""
+        """The guard task body: one cancel scope at a time (streams are many)."""
         stream, hub = self._stream, self._hub
         # anyio deadlines are on the loop's clock (trio offsets it); keep state monotonic.
         self._offset = anyio.current_time() - time.monotonic()
-        with anyio.CancelScope() as self._task_scope:
-            try:
-                while not stream.finished and not stream.cancelled:
-                    deadline = stream.next_deadline()
-                    with anyio.CancelScope(
-                        deadline=deadline + self._offset if deadline != math.inf else math.inf
-                    ) as scope:
-                        self._scope = scope
-                        await hub.wait_disconnect()
-                    self._scope = None
-                    if hub.disconnected:
-                        stream.cancel(CancelReason.DISCONNECT)
-                        return
-                    if scope.cancelled_caught:
-                        await stream.on_deadline(time.monotonic())
-            except anyio.get_cancelled_exc_class():
-                raise
-            except Exception:  # the guard must never take the request down
-                logger.exception("asgi_stream: stream guard failed; cancelling the stream")
-                stream.cancel(CancelReason.ERROR)
+        try:
+            while not (self._stopped or stream.finished or stream.cancelled):
+                deadline = stream.next_deadline()
+                with anyio.CancelScope(
+                    deadline=deadline + self._offset if deadline != math.inf else math.inf
+                ) as scope:
+                    self._scope = scope
+                    await hub.wait_disconnect()
+                self._scope = None
+                if self._stopped:
+                    return
+                if hub.disconnected:
+                    stream.cancel(CancelReason.DISCONNECT)
+                    return
+                if scope.cancelled_caught:
+                    await stream.on_deadline(time.monotonic())
+        except anyio.get_cancelled_exc_class():
+            raise
+        except Exception:  # the guard must never take the request down
+            logger.exception("asgi_stream: stream guard failed; cancelling the stream")
+            stream.cancel(CancelReason.ERROR)

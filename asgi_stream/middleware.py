@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import time
-import weakref
 from typing import Any
 
 import anyio
@@ -86,8 +85,8 @@ class StreamMiddleware:
             resume_store = MemoryStore()
         self.resume_store: ReplayStore | None = resume_store
         self.handle_signals = handle_signals
-        #: Streams in flight (for shutdown drain and introspection).
-        self.active: weakref.WeakSet[Stream] = weakref.WeakSet()
+        #: Streams (and resumable producers) in flight, for shutdown drain and introspection.
+        self.active: set[Any] = set()
         self.draining = False
         self._loop: anyio.lowlevel.EventLoopToken | None = None
 
@@ -178,13 +177,12 @@ class RequestContext:
         "scope",
         "hub",
         "raw_send",
+        "app_send",
         "tg",
-        "app_scope",
         "accepted_at",
         "stream",
         "mode",
         "parent",
-        "__weakref__",
     )
 
     def __init__(self, middleware: StreamMiddleware, scope: Scope, receive: Receive, send: Send) -> None:
@@ -203,25 +201,25 @@ class RequestContext:
             self.hub = ReceiveHub(receive)
             self.accepted_at = time.monotonic()
         self.raw_send = send
+        #: The send handed to the application (bound once, so TokenStream can tell by
+        #: identity that nothing stands between it and the middleware).
+        self.app_send: Send = self.send
         self.tg: anyio.abc.TaskGroup | None = None
-        self.app_scope: anyio.CancelScope | None = None
         self.stream: Stream | None = None
         self.mode = _UNDECIDED
 
     async def run_app(self, app: ASGIApp) -> None:
-        """Run the application inside a cancel scope that a passthrough stream's
-        disconnect (or send timeout, or shutdown) cancels."""
+        """Run the application in the request's task group, whose cancel scope a
+        passthrough stream's disconnect (or send timeout, or shutdown) cancels."""
         error: BaseException | None = None
         try:
-            with anyio.CancelScope() as self.app_scope:
-                try:
-                    await app(self.scope, self.hub.receive, self.send)
-                except Exception as exc:
-                    error = exc
+            await app(self.scope, self.hub.receive, self.app_send)
         except anyio.get_cancelled_exc_class():
             if isinstance(self.stream, Passthrough):
-                self.stream.server_cancelled()
+                self.stream.server_cancelled()  # a no-op when the stream cancelled itself
             raise
+        except Exception as exc:
+            error = exc
         finally:
             stream = self.stream
             if self.mode == _STREAM and isinstance(stream, Passthrough):
@@ -253,9 +251,10 @@ class RequestContext:
             stream.begin_drain(mw.config.shutdown_grace)
 
     def attach_producer(self, producer: Any) -> None:
-        """Register a resumable stream's producer for shutdown drain."""
+        """Register a resumable stream's producer for shutdown drain (it removes itself)."""
         mw = self.middleware
         mw.active.add(producer)
+        producer.registry = mw.active
         if mw.draining:
             producer.begin_drain(mw.config.shutdown_grace)
 
@@ -298,7 +297,8 @@ class RequestContext:
             hub=self.hub,
             send=self.raw_send,
         )
-        stream.cancel_scope = self.app_scope
+        assert self.tg is not None
+        stream.cancel_scope = self.tg.cancel_scope
         self.mode = _STREAM
         self.attach(stream)
         self.hub.on_disconnect(stream._on_hub_disconnect)

@@ -39,6 +39,8 @@ def media_type_of(message: Any) -> str:
 class Passthrough(Stream):
     """Applies stream policy to a response whose body the application produces."""
 
+    __slots__ = ("framer", "tail")
+
     def __init__(self, *, media_type: str, **kwargs: Any) -> None:
         self.framer: SSEFramer | NDJSONFramer | None
         if media_type == "text/event-stream":

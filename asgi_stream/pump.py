@@ -22,7 +22,7 @@ from . import watchdog
 from .cancel import CancelReason
 from .context import _current
 from .errors import StreamError
-from .framing import Framer
+from .framing import Framer, SSEFramer
 from .record import Outcome
 from .stream import Stream
 from .source import TokenSource
@@ -30,13 +30,12 @@ from .source import TokenSource
 logger = logging.getLogger("asgi_stream")
 
 _BODY = "http.response.body"
-#: Yield to the event loop at least every this many tokens, so a generator that never
-#: awaits cannot starve other connections (and their disconnects).
-_YIELD_MASK = 255
 
 
 class TokenPump(Stream):
     """Drives one token source to the client."""
+
+    __slots__ = ("framer", "end", "source")
 
     def __init__(self, *, source: Any, framer: Framer, end: Any = None, **kwargs: Any) -> None:
         super().__init__(keepalive_bytes=framer.keepalive, **kwargs)
@@ -122,15 +121,23 @@ class TokenPump(Stream):
         checkpoint = anyio.lowlevel.checkpoint
         rec = self.record
         events = nbytes = 0
+        sse = type(self.framer) is SSEFramer
         try:
             while True:
                 try:
                     token = await anext()
                 except StopAsyncIteration:
                     return
-                data = frame(token)
-                if not data:
-                    continue
+                # The common case inline (an SSE text token on one line); framers do the rest.
+                if sse and type(token) is str and token and "\n" not in token and "\r" not in token:
+                    try:
+                        data = ("data: " + token + "\n\n").encode()
+                    except UnicodeEncodeError:
+                        data = frame(token)  # raises the clear FramingError
+                else:
+                    data = frame(token)
+                    if not data:
+                        continue
                 if self.busy:
                     await self.wait_idle()
                 self.busy = True
@@ -144,7 +151,7 @@ class TokenPump(Stream):
                 self.busy = False
                 events += 1
                 nbytes += len(data)
-                if not events & _YIELD_MASK or self.yield_each:
+                if not events & self.yield_mask:
                     await checkpoint()
         finally:
             rec.events += events
@@ -173,7 +180,7 @@ class TokenPump(Stream):
                     await self.flush_batch()
                 elif opened:
                     self.guard.rearm(batch.started + batch.max_delay)
-                if not events & _YIELD_MASK or self.yield_each:
+                if not events & self.yield_mask:
                     await checkpoint()
         finally:
             rec.events += events
@@ -243,19 +250,44 @@ class TokenPump(Stream):
 async def drive(
     pump: TokenPump, tg: Any, hub: Any, *, head: bool = False, on_start: Any = None
 ) -> None:
-    """Run a pump with its guard task in ``tg``: hooks, disconnect and token wiring."""
+    """Run a stream: the pump in its own task of ``tg``, the guard in the caller's.
+
+    The pump gets a fresh, shallow task: every token of a slow stream wakes it, and a
+    wake-up resumes every coroutine frame between the task and the generator — the
+    request's task sits under the whole middleware and routing stack. The guard wakes
+    rarely, so it runs here. An exception the pump raises (a generator failing before
+    its first token) is re-raised here, where the application's error handling sees it.
+    """
     pump.task_group = tg
     hub.on_disconnect(pump._on_hub_disconnect)
     pump.token.add_callback(pump.token_callback())
     for hook in (pump.config.on_start, on_start):
         if hook is not None:
             pump.run_hook(hook, "on_start")
-    if not head:
-        tg.start_soon(pump.guard.run)
+    if head:
+        await pump.run(head=True)
+        return
+    done = anyio.Event()
+    failure: list[Exception] = []
+
+    async def run_pump() -> None:
+        try:
+            await pump.run()
+        except Exception as exc:
+            failure.append(exc)
+        finally:
+            pump.guard.stop()
+            done.set()
+
+    tg.start_soon(run_pump)
     try:
-        await pump.run(head=head)
-    finally:
-        pump.guard.stop()
+        await pump.guard.run()
+        await done.wait()
+    except anyio.get_cancelled_exc_class():
+        pump.server_cancelled()
+        raise
+    if failure:
+        raise failure[0]
 
 
 def is_token_source(content: object) -> bool:

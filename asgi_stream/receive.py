@@ -41,14 +41,16 @@ class ReceiveHub:
         self.body_complete = False
         self._reading = False
         self._read_done: anyio.Event | None = None
-        self._pending: deque[Message] = deque()
+        self._pending: deque[Message] | None = None  # allocated only if ever needed
         self._pending_bytes = 0
-        self._listeners: list[Callable[[], None]] = []
+        self._listeners: list[Callable[[], None]] | None = None
 
     def on_disconnect(self, callback: Callable[[], None]) -> None:
         """Call ``callback()`` (synchronously, once) when the client disconnects."""
         if self.disconnected:
             callback()
+        elif self._listeners is None:
+            self._listeners = [callback]
         else:
             self._listeners.append(callback)
 
@@ -57,8 +59,8 @@ class ReceiveHub:
         if self.disconnected:
             return
         self.disconnected = True
-        listeners, self._listeners = self._listeners, []
-        for callback in listeners:
+        listeners, self._listeners = self._listeners, None
+        for callback in listeners or ():
             callback()
 
     async def _read(self) -> Message:
@@ -110,5 +112,7 @@ class ReceiveHub:
             if message.get("type") == "http.request":
                 body = message.get("body", b"")
                 if self._pending_bytes + len(body) <= MAX_PENDING_BODY:
+                    if self._pending is None:
+                        self._pending = deque()
                     self._pending.append(message)
                     self._pending_bytes += len(body)

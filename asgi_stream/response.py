@@ -13,6 +13,7 @@ from starlette.responses import Response
 from ._types import Receive, Scope, Send, TokenSource
 from .cancel import CancelToken
 from .config import UNSET, Hook, StreamConfig
+from .fastpath import unwrap
 from .framing import make_framer
 from .headers import stream_headers
 from .negotiate import FORMATS, Format, media_type_for, negotiate
@@ -122,9 +123,12 @@ class TokenStream(Response):
         )
         self.record = record
         hub = ctx.hub if ctx is not None else ReceiveHub(receive)
-        # With nothing between the middleware and this response, write straight to the
-        # server's send: one call less per token.
-        direct = ctx.raw_send if ctx is not None and send is ctx.send else send
+        # When only pass-through wrappers (Starlette's exception handling) stand between
+        # this response and the middleware, body messages skip them (fastpath.py); the
+        # start message always takes the full way.
+        direct = send
+        if ctx is not None and unwrap(send, stop=ctx.app_send) is ctx.app_send:
+            direct = unwrap(ctx.raw_send)
         raw_headers = stream_headers(
             self.raw_headers,
             content_type=framer.content_type,
@@ -173,6 +177,7 @@ class TokenStream(Response):
             send=direct,
         )
         pump.status = self.status_code
+        pump.start_send = send
         pump.raw_headers = raw_headers
         if on_end is not None:
             pump.add_end_hook(on_end)

@@ -30,10 +30,40 @@ from .record import Outcome, StreamRecord
 logger = logging.getLogger("asgi_stream")
 
 _BODY = "http.response.body"
+#: Yield to the event loop at least every 256 tokens, so a generator that never awaits
+#: cannot starve other connections (and their disconnects).
+YIELD_MASK = 255
 
 
 class Stream:
     """Shared per-stream state and behaviour (not used directly by applications)."""
+
+    __slots__ = (
+        "config",
+        "record",
+        "token",
+        "hub",
+        "send",
+        "start_send",
+        "status",
+        "raw_headers",
+        "started",
+        "busy",
+        "completed",
+        "finished",
+        "last_send",
+        "keepalive_bytes",
+        "batch",
+        "drain_at",
+        "yield_mask",
+        "guard",
+        "cancel_scope",
+        "task_group",
+        "_idle",
+        "_cancelled",
+        "_cancel_hooks",
+        "_end_hooks",
+    )
 
     def __init__(
         self,
@@ -49,7 +79,10 @@ class Stream:
         self.record = record
         self.token = token
         self.hub = hub
+        #: Where body messages go; the start message goes to ``start_send`` (which may
+        #: pass through more layers, see :mod:`asgi_stream.fastpath`).
         self.send = send
+        self.start_send = send
         self.status = 200
         self.raw_headers: list[tuple[bytes, bytes]] = []
         self.started = False
@@ -64,8 +97,9 @@ class Stream:
             self.batch = Batch(config.flush)
             self.batch.max_bytes = min(self.batch.max_bytes, config.max_buffer)
         self.drain_at: float | None = None
-        #: Set by the loop watchdog when this stream's generator blocks the event loop.
-        self.yield_each = False
+        #: The pump yields to the loop when ``events & yield_mask == 0``: every 256 tokens,
+        #: or every token (0) once the watchdog saw this stream's generator block the loop.
+        self.yield_mask = YIELD_MASK
         self.guard = Guard(self, hub)
         self.cancel_scope: anyio.CancelScope | None = None
         self.task_group: anyio.abc.TaskGroup | None = None
@@ -94,7 +128,9 @@ class Stream:
             return
         self.started = True
         self.record.headers_at = time.monotonic()
-        await self._raw_send({"type": "http.response.start", "status": self.status, "headers": self.raw_headers})
+        await self._raw_send(
+            {"type": "http.response.start", "status": self.status, "headers": self.raw_headers}, self.start_send
+        )
 
     async def send_body(self, data: bytes, *, more_body: bool = True) -> None:
         """Send body bytes, serialised with the other task; never an empty chunk."""
@@ -114,9 +150,9 @@ class Stream:
         finally:
             self._set_idle()
 
-    async def _raw_send(self, message: dict[str, Any]) -> None:
+    async def _raw_send(self, message: dict[str, Any], send: Send | None = None) -> None:
         try:
-            await self.send(message)
+            await (send or self.send)(message)
         except OSError:  # ASGI 2.4 servers raise when the client has gone
             self.hub.mark_disconnected()
             self.cancel(CancelReason.DISCONNECT)

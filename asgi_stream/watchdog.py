@@ -15,7 +15,6 @@ import logging
 import sys
 import threading
 import time
-import weakref
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -39,7 +38,7 @@ class LoopWatchdog:
         self.loop = loop
         self.loop_thread = loop_thread
         self.threshold = threshold
-        self.streams: weakref.WeakSet[TokenPump] = weakref.WeakSet()
+        self.streams: set[TokenPump] = set()
         self._cv = threading.Condition()
         self._warned: set[str] = set()
         self._stopped = False
@@ -88,7 +87,7 @@ class LoopWatchdog:
         if culprit is None:
             return  # something else blocks the loop; not a stream's generator
         stream, where = culprit
-        stream.yield_each = True
+        stream.yield_mask = 0
         key = stream.record.endpoint
         if key in self._warned:
             return

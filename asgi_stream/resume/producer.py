@@ -66,6 +66,8 @@ class Producer:
         self.task_group: anyio.abc.TaskGroup | None = None
         self.finished = False
         self._drain_at = math.inf
+        #: The set this producer is registered in for shutdown drain (it leaves it at the end).
+        self.registry: set[Any] | None = None
 
     # ------------------------------------------------------------ cancel sources
     def cancel(self, reason: CancelReason) -> None:
@@ -145,6 +147,8 @@ class Producer:
                 rec.outcome = outcome
                 rec.error = error
                 await run_end_hooks(self.end_hooks, rec)
+                if self.registry is not None:
+                    self.registry.discard(self)
             _current.reset(reset)
 
     async def _produce(self) -> None:
