@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent set-up: a virtualenv in .venv with asgi-stream and everything its demo,
 # tests and benchmarks use. `--system` also installs the Debian packages the tests
-# start (nginx, redis, chromium) when they are missing.
+# start (nginx, redis, chromium, node for the EventSource client) when they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +12,8 @@ if [[ "${1:-}" == "--system" ]]; then
   command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || missing+=(nginx-light)
   command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
   command -v chromium >/dev/null 2>&1 || missing+=(chromium chromium-driver)
+  command -v node >/dev/null 2>&1 || missing+=(nodejs)
+  command -v npm >/dev/null 2>&1 || missing+=(npm)
   if ((${#missing[@]})); then
     echo "setup: installing ${missing[*]}"
     SUDO=""
