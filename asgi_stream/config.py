@@ -47,6 +47,7 @@ class StreamConfig:
     anti_buffering: bool = True
     resumable: bool = False
     resume_grace: float = 30.0
+    resume_owner: Callable[[Any], str | None] | None = None
     error_payload: ErrorPayload = default_error_payload
     on_start: Hook | None = None
     on_end: Hook | None = None

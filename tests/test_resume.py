@@ -219,3 +219,32 @@ def test_memory_store_is_bounded_in_streams() -> None:
         assert await store.meta("s" * 15 + "1") is not None
 
     anyio.run(main)
+
+
+def test_resume_owner_restricts_resumes_to_the_same_client(server) -> None:
+    def owner(scope):
+        for name, value in scope["headers"]:
+            if name == b"x-user":
+                return value.decode()
+        return None
+
+    async def endpoint(request):
+        return TokenStream(iter([f"t{i}" for i in range(5)]), resumable=True, format="sse")
+
+    app = Starlette(routes=[Route("/chat", endpoint)])
+    app.add_middleware(StreamMiddleware, resume_owner=owner)
+    srv = server(app)
+    with Client(srv.port) as c:
+        c.send_request("GET", "/chat", [("x-user", "alice")])
+        _, parser = read_events(c)
+    cursor = parser.events[1].last_event_id
+    with Client(srv.port) as c:
+        r = c.fetch("GET", "/chat", [("x-user", "mallory"), ("last-event-id", cursor)])
+    assert r.status == 204  # indistinguishable from an unknown stream
+    with Client(srv.port) as c:
+        r = c.fetch("GET", "/chat", [("last-event-id", cursor)])
+    assert r.status == 204
+    with Client(srv.port) as c:
+        c.send_request("GET", "/chat", [("x-user", "alice"), ("last-event-id", cursor)])
+        _, rest = read_events(c)
+    assert [e.data for e in rest.events] == ["t2", "t3", "t4"]

@@ -169,6 +169,7 @@ async def run_resumable(
         content_type=framer.content_type,
         method=record.method,
         path=record.path,
+        owner=_owner(config, scope),
     )
     writer = await store.open(stream_id, meta)
     producer = Producer(
@@ -221,8 +222,13 @@ async def serve_resume(
     except StoreUnavailable as exc:
         await _answer(send, 503, "store_unavailable", str(exc))
         return
-    if meta is None or meta.path != full_path(scope) or meta.method != scope.get("method", "GET"):
-        await _answer(send, 204, None, None)
+    if (
+        meta is None
+        or meta.path != full_path(scope)
+        or meta.method != scope.get("method", "GET")
+        or (meta.owner and meta.owner != _owner(config, scope))
+    ):
+        await _answer(send, 204, None, None)  # unknown, expired, or not this client's
         return
     framer = make_framer(meta.format, meta.media_type)
     raw_headers = stream_headers(
@@ -253,6 +259,13 @@ async def serve_resume(
         await _answer(send, 410, "resume_gap", str(exc))
     except StoreUnavailable as exc:
         await _answer(send, 503, "store_unavailable", str(exc))
+
+
+def _owner(config: StreamConfig, scope: Scope) -> str:
+    """The ``resume_owner`` of a request ("" when none is configured or known)."""
+    if config.resume_owner is None:
+        return ""
+    return config.resume_owner(scope) or ""
 
 
 async def _answer(send: Send, status: int, kind: str | None, message: str | None) -> None:

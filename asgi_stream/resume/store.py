@@ -43,6 +43,8 @@ class StreamMeta:
     method: str
     path: str
     created: float = field(default_factory=time.time)
+    #: Who may resume ("" = whoever holds the id); see ``resume_owner``.
+    owner: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values, for stores that serialise."""
