@@ -3,8 +3,8 @@
 * :class:`PerToken` (default): every token is its own ``http.response.body`` send,
   issued before the generator is asked for the next token.
 * :class:`Coalesce`: tokens ready within ``max_delay`` of the first unsent one, up to
-  ``max_bytes``, are joined into one send; the first token of a batch is never held
-  longer than ``max_delay``.
+  ``max_bytes``, are joined into one send; no token is held longer than ``max_delay``,
+  and a token that finds the link idle for ``max_delay`` is sent at once.
 
 Backpressure is the same under both: the generator is pulled only after the previous
 send returned, so a slow reader slows the generator instead of growing a queue.

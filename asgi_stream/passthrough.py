@@ -79,11 +79,7 @@ class Passthrough(Stream):
         if batch is not None:
             if more:
                 if body:
-                    opened = not batch.parts
-                    if batch.add(body, time.monotonic()):
-                        await self.flush_batch()
-                    elif opened:
-                        self.guard.rearm(batch.started + batch.max_delay)
+                    await self.offer(body, time.monotonic())
                 return
             body = (batch.take() if batch else b"") + body
         if body or not more:  # an empty non-final message never becomes a zero-length chunk

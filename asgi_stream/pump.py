@@ -107,8 +107,7 @@ class TokenPump(Stream):
                 await self.send_body(data, first_token=True)
                 await self._per_token(anext, frame)
             else:
-                batch.add(data, time.monotonic())
-                self.guard.rearm(batch.started + batch.max_delay)
+                await self.offer(data, time.monotonic())
                 await self._coalesce(anext, frame)
         finally:
             rec.events += events
@@ -175,11 +174,7 @@ class TokenPump(Stream):
                     continue
                 events += 1
                 nbytes += len(data)
-                opened = not batch.parts
-                if batch.add(data, clock()):
-                    await self.flush_batch()
-                elif opened:
-                    self.guard.rearm(batch.started + batch.max_delay)
+                await self.offer(data, clock())
                 if not events & self.yield_mask:
                     await checkpoint()
         finally:

@@ -166,6 +166,19 @@ class Stream:
         if batch:
             await self.send_body(batch.take())
 
+    async def offer(self, data: bytes, now: float) -> None:
+        """Coalescing: a token that finds the link idle for ``max_delay`` goes out at once
+        (waiting could only add latency); otherwise it joins the batch, which is sent when
+        full or ``max_delay`` after its first token (by the guard if the pump is waiting)."""
+        batch = self.batch
+        assert batch is not None
+        if not batch.parts and now - self.last_send >= batch.max_delay:
+            await self.send_body(data)
+        elif batch.add(data, now):
+            await self.flush_batch()
+        elif len(batch.parts) == 1:
+            self.guard.rearm(batch.started + batch.max_delay)
+
     # ----------------------------------------------------------------- guard side
     def next_deadline(self) -> float:
         """The next moment the guard has something to check: send timeout while a send

@@ -71,7 +71,7 @@ class LoopWatchdog:
                     _watchdogs.pop(self.loop_thread, None)
                 return
             if not pinged.wait(self.threshold):
-                self._blocked(code_objects, start)
+                self._blocked(code_objects, start, pinged)
                 pinged.wait()
             time.sleep(self.threshold / 2)
 
@@ -81,12 +81,16 @@ class LoopWatchdog:
             self._stopped = True
             self._cv.notify()
 
-    def _blocked(self, code_objects: frozenset[object], start: float) -> None:
-        frame = sys._current_frames().get(self.loop_thread)
-        culprit = _find_stream(frame, code_objects)
-        if culprit is None:
-            return  # something else blocks the loop; not a stream's generator
-        stream, where = culprit
+    def _blocked(self, code_objects: frozenset[object], start: float, pinged: threading.Event) -> None:
+        # Blame a generator only if two samples, 50 ms apart, find the loop inside the same
+        # step of it at the same line: a loop that is merely overloaded shows other frames.
+        first = _find_stream(sys._current_frames().get(self.loop_thread), code_objects)
+        if first is None or pinged.wait(0.05):
+            return  # not inside a stream's generator, or the loop is free again
+        second = _find_stream(sys._current_frames().get(self.loop_thread), code_objects)
+        if second is None or second != first:
+            return
+        stream, _, where = first
         stream.yield_mask = 0
         key = stream.record.endpoint
         if key in self._warned:
@@ -111,14 +115,24 @@ def _pump_code_objects() -> frozenset[object]:
     )
 
 
-def _find_stream(frame: FrameType | None, code_objects: frozenset[object]) -> tuple[TokenPump, str] | None:
+def _find_stream(
+    frame: FrameType | None, code_objects: frozenset[object]
+) -> tuple[TokenPump, FrameType, str] | None:
+    """(stream, generator frame, "file:line in function()") when the loop thread is inside
+    a stream's async generator step; None otherwise (e.g. inside the server's send)."""
     innermost = frame
     while frame is not None:
         if frame.f_code in code_objects:
             stream = frame.f_locals.get("self")
-            if stream is not None and innermost is not None:
-                code = innermost.f_code
-                return stream, f"{code.co_filename}:{innermost.f_lineno} in {code.co_name}()"
+            agen_frame = getattr(getattr(getattr(stream, "source", None), "_agen", None), "ag_frame", None)
+            inner = innermost
+            while agen_frame is not None and inner is not None and inner is not frame:
+                if inner is agen_frame:
+                    assert innermost is not None
+                    code = innermost.f_code
+                    return stream, agen_frame, f"{code.co_filename}:{innermost.f_lineno} in {code.co_name}()"
+                inner = inner.f_back
+            return None
         frame = frame.f_back
     return None
 
