@@ -14,7 +14,7 @@ from typing import Any
 from .cases import CASES, Case, CaseContext, Fail, Result, ServerFault, Skip, Timing
 from .cases.base import FAULT_SERVER, FAULT_TARGET
 from .clients import H1Error, H2Error
-from .targets import DEFAULT_APP, TARGETS, Target, TargetFailed, TargetUnavailable, start_target
+from .targets import DEFAULT_APP, TARGETS, Target, TargetUnavailable, start_target
 
 Progress = Callable[[Result], None]
 

@@ -34,7 +34,6 @@ def test_sse_data_round_trips_through_spec_parser(tokens: list[str], cut: int) -
     wire = b"".join(framer.frame(t) for t in tokens)
     # Split the wire at arbitrary byte positions (clients see arbitrary chunking).
     parser_chunks = [wire[i : i + cut] for i in range(0, len(wire), cut)]
-    from conformance.sse import SSEParser as SpecParser
 
     parser = SpecParser()
     for chunk in parser_chunks:

@@ -14,7 +14,6 @@ from pathlib import Path
 import h11
 import pytest
 
-from conformance.sse import SSEParser as SpecParser
 from .support.wire import Client
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,7 +8,7 @@ import time
 
 from . import case
 from ._checks import events_by_chunk, require_one_event_per_chunk, wire_fault
-from .base import SSE, CaseContext, Observed, Skip, fetch, observe_h1, observe_h2, require
+from .base import SSE, CaseContext, Observed, Skip, observe_h1, observe_h2, require
 
 #: The request the demo's generate endpoint gets (paced mode: deterministic tokens).
 DEMO_PATH = "/demo/generate"

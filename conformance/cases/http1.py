@@ -47,7 +47,7 @@ def http10(ctx: CaseContext) -> str:
                        fault=FAULT_SERVER) from exc
     obs = observe_h1(resp)
     te = obs.header("transfer-encoding")
-    require(not te or "chunked" not in te.lower(), f"chunked Transfer-Encoding sent to an HTTP/1.0 client",
+    require(not te or "chunked" not in te.lower(), "chunked Transfer-Encoding sent to an HTTP/1.0 client",
             fault=FAULT_SERVER)
     require(obs.header("content-length") is None, "Content-Length on a stream")
     require(resp.server_closed, "the server did not close the connection to end the body", fault=FAULT_SERVER)
