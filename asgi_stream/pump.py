@@ -262,22 +262,28 @@ async def drive(
     if head:
         await pump.run(head=True)
         return
-    done = anyio.Event()
+    done: list[anyio.Event | None] = [None]  # created only if the guard ends first
     failure: list[Exception] = []
+    finished = False
 
     async def run_pump() -> None:
+        nonlocal finished
         try:
             await pump.run()
         except Exception as exc:
             failure.append(exc)
         finally:
+            finished = True
             pump.guard.stop()
-            done.set()
+            if done[0] is not None:
+                done[0].set()
 
     tg.start_soon(run_pump)
     try:
         await pump.guard.run()
-        await done.wait()
+        if not finished:
+            done[0] = anyio.Event()
+            await done[0].wait()
     except anyio.get_cancelled_exc_class():
         pump.server_cancelled()
         raise

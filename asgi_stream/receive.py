@@ -32,6 +32,7 @@ class ReceiveHub:
         "_read_done",
         "_pending",
         "_pending_bytes",
+        "_empty_end",
         "_listeners",
     )
 
@@ -43,6 +44,9 @@ class ReceiveHub:
         self._read_done: anyio.Event | None = None
         self._pending: deque[Message] | None = None  # allocated only if ever needed
         self._pending_bytes = 0
+        #: The guard read the (empty, final) request body the app has not asked for yet:
+        #: a flag instead of a buffer, since that is every GET.
+        self._empty_end = False
         self._listeners: list[Callable[[], None]] | None = None
 
     def on_disconnect(self, callback: Callable[[], None]) -> None:
@@ -91,6 +95,9 @@ class ReceiveHub:
                 message = self._pending.popleft()
                 self._pending_bytes -= len(message.get("body", b""))
                 return message
+            if self._empty_end:
+                self._empty_end = False
+                return {"type": "http.request", "body": b"", "more_body": False}
             if self.disconnected:
                 return dict(DISCONNECT)
             if not self._reading:
@@ -111,7 +118,9 @@ class ReceiveHub:
             message = await self._read()
             if message.get("type") == "http.request":
                 body = message.get("body", b"")
-                if self._pending_bytes + len(body) <= MAX_PENDING_BODY:
+                if not body and not message.get("more_body", False) and not self._pending:
+                    self._empty_end = True
+                elif self._pending_bytes + len(body) <= MAX_PENDING_BODY:
                     if self._pending is None:
                         self._pending = deque()
                     self._pending.append(message)

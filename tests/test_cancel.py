@@ -169,6 +169,24 @@ def test_request_body_is_still_readable_by_the_endpoint(server) -> None:
     assert r.body == b"X" * 100_000
 
 
+def test_reading_the_empty_body_late_neither_hangs_nor_loses_it(server) -> None:
+    async def endpoint(request: Request):
+        async def gen():
+            yield "first"
+            await anyio.sleep(0.2)  # meanwhile the guard has read the (empty) request body
+            body = await request.body()
+            yield f"body={body!r}"
+
+        return TokenStream(gen())
+
+    app = Starlette(routes=[Route("/", endpoint)])
+    app.add_middleware(StreamMiddleware)
+    srv = server(app)
+    with Client(srv.port, timeout=5) as c:
+        r = c.fetch("GET", "/")
+    assert r.body == b"firstbody=b''"
+
+
 def test_on_cancel_hook_and_token_cancel_from_another_thread(server, probe) -> None:
     cancelled = []
     tokens = []
