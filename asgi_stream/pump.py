@@ -127,8 +127,9 @@ class TokenPump(Stream):
                     token = await anext()
                 except StopAsyncIteration:
                     return
-                # The common case inline (an SSE text token on one line); framers do the rest.
-                if sse and type(token) is str and token and "\n" not in token and "\r" not in token:
+                # The common case inline: an SSE text token without control characters (so
+                # without CR/LF: one data line); the framer handles everything else.
+                if sse and type(token) is str and token and token.isprintable():
                     try:
                         data = ("data: " + token + "\n\n").encode()
                     except UnicodeEncodeError:
