@@ -173,3 +173,33 @@ def test_ndjson_keeps_non_ascii_as_utf8_and_events_as_objects() -> None:
 def test_text_framer_concatenates() -> None:
     f = TextFramer()
     assert f.frame("hé") + f.frame(Event(data="llo")) + f.frame({"a": 1}) == 'héllo{"a":1}\n'.encode()
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(payloads, min_size=1, max_size=6))
+def test_token_stream_hot_path_frames_like_the_framer(tokens: list[str]) -> None:
+    """The pump's inline fast path for SSE text must produce exactly the framer's bytes."""
+    import anyio
+
+    from asgi_stream import TokenStream
+
+    sent: list[bytes] = []
+
+    async def main() -> None:
+        async def gen():
+            for t in tokens:
+                yield t
+
+        async def receive():
+            await anyio.sleep(3600)
+
+        async def send(message):
+            if message["type"] == "http.response.body":
+                sent.append(message.get("body", b""))
+
+        scope = {"type": "http", "method": "GET", "path": "/", "headers": []}
+        await TokenStream(gen(), format="sse")(scope, receive, send)
+
+    anyio.run(main)
+    framer = SSEFramer()
+    assert b"".join(sent) == b"".join(framer.frame(t) for t in tokens)
