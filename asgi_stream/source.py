@@ -29,7 +29,8 @@ class TokenSource:
         self.close_timeout = close_timeout
         self.driver: SyncIteratorDriver | None = None
         self._agen: Any = None
-        self._closed: anyio.Event | None = None
+        #: None: open; an Event: being closed; True: closed.
+        self._closed: anyio.Event | bool | None = None
         #: Awaitable next item; raises StopAsyncIteration at the end.
         self.next: Callable[[], Awaitable[Any]]
         if hasattr(content, "__anext__"):
@@ -54,16 +55,21 @@ class TokenSource:
     async def aclose(self) -> None:
         """Close the generator; a sync one right after its current ``next()`` returns.
         Idempotent: a second caller waits for the first one's close."""
-        if self._closed is not None:
-            with anyio.CancelScope(shield=True) as scope:
-                scope.deadline = anyio.current_time() + self.close_timeout
-                await self._closed.wait()
+        if self._closed is not None:  # closing or closed already
+            if self._closed is not True:
+                with anyio.CancelScope(shield=True) as scope:
+                    scope.deadline = anyio.current_time() + self.close_timeout
+                    await self._closed.wait()
             return
-        self._closed = anyio.Event()
+        if self.driver is None and getattr(self._agen, "ag_frame", True) is None:
+            self._closed = True  # an async generator that already finished: nothing to do
+            return
+        self._closed = event = anyio.Event()
         try:
             await self._close()
         finally:
-            self._closed.set()
+            self._closed = True
+            event.set()
 
     async def _close(self) -> None:
         with anyio.CancelScope(shield=True) as scope:
