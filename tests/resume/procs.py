@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from conformance.targets import find_nginx, free_port, listening_socket  # noqa: F401 (re-exported)
+
 HOST = "127.0.0.1"
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,24 +33,7 @@ def find_binary(name: str, *candidates: str) -> str | None:
 
 
 REDIS_SERVER = find_binary("redis-server", "/usr/bin/redis-server", "/usr/local/bin/redis-server")
-NGINX = find_binary("nginx", "/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx")
-
-
-def free_port() -> int:
-    """A loopback port that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def listening_socket() -> socket.socket:
-    """A listening, inheritable socket on a free loopback port."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((HOST, 0))
-    sock.listen(128)
-    sock.set_inheritable(True)
-    return sock
+NGINX = find_nginx()
 
 
 def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 5.0) -> None:
