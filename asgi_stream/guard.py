@@ -25,7 +25,10 @@ class Guarded(Protocol):
     """What the guard needs from a stream."""
 
     finished: bool
-    cancelled: bool
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether the stream has been cancelled."""
 
     def next_deadline(self) -> float:
         """The earliest ``time.monotonic()`` at which :meth:`on_deadline` has work."""

@@ -283,8 +283,8 @@ async def drive(
     try:
         await pump.guard.run()
         if not finished:
-            done[0] = anyio.Event()
-            await done[0].wait()
+            event = done[0] = anyio.Event()
+            await event.wait()
     except anyio.get_cancelled_exc_class():
         pump.server_cancelled()
         raise

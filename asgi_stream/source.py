@@ -55,11 +55,12 @@ class TokenSource:
     async def aclose(self) -> None:
         """Close the generator; a sync one right after its current ``next()`` returns.
         Idempotent: a second caller waits for the first one's close."""
-        if self._closed is not None:  # closing or closed already
-            if self._closed is not True:
+        closing = self._closed
+        if closing is not None:  # closing or closed already
+            if isinstance(closing, anyio.Event):
                 with anyio.CancelScope(shield=True) as scope:
                     scope.deadline = anyio.current_time() + self.close_timeout
-                    await self._closed.wait()
+                    await closing.wait()
             return
         if self.driver is None and getattr(self._agen, "ag_frame", True) is None:
             self._closed = True  # an async generator that already finished: nothing to do

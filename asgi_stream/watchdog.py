@@ -123,7 +123,9 @@ def _find_stream(
     innermost = frame
     while frame is not None:
         if frame.f_code in code_objects:
-            stream = frame.f_locals.get("self")
+            stream: TokenPump | None = frame.f_locals.get("self")
+            if stream is None:
+                return None
             agen_frame = getattr(getattr(getattr(stream, "source", None), "_agen", None), "ag_frame", None)
             inner = innermost
             while agen_frame is not None and inner is not None and inner is not frame:
