@@ -104,7 +104,8 @@ class DemoMetrics:
 
     def stream_ended(self, job: Job, endpoint: str, record: StreamRecord) -> None:
         """A TokenStream ended (its ``on_end`` hook)."""
-        self.request_ended(job, endpoint, _OUTCOMES.get(record.outcome, "error"), record.ttft, record.cancel_reason)
+        outcome = _OUTCOMES.get(record.outcome, "error") if record.outcome is not None else "error"
+        self.request_ended(job, endpoint, outcome, record.ttft, record.cancel_reason)
 
     def request_ended(self, job: Job, endpoint: str, outcome: str, ttft: float | None, reason: Any = None) -> None:
         """A request (streamed or not) ended with ``outcome``."""

@@ -222,7 +222,7 @@ class CancelCriteria(StoppingCriteria):
         stop = self.token.cancelled
         if stop:
             stats.steps_after_cancel += 1
-        return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
+        return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)  # type: ignore[return-value]
 
 
 class ChannelStreamer(BaseStreamer):
