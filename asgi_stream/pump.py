@@ -8,11 +8,10 @@ when a coalescing batch opens.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -298,8 +297,5 @@ def is_token_source(content: object) -> bool:
         hasattr(content, "__aiter__")
         or hasattr(content, "__anext__")
         or (hasattr(content, "__iter__") and not isinstance(content, (str, bytes, bytearray, dict)))
-        or inspect.isgenerator(content)
     )
 
-
-AsyncTokenIterator = AsyncIterator[Any]
