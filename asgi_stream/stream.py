@@ -21,6 +21,7 @@ import anyio.lowlevel
 from ._types import Send
 from .cancel import CancelReason, CancelToken, on_loop
 from .config import Hook, StreamConfig
+from .errors import SendTimeoutError
 from .flush import Batch, Coalesce
 from .guard import Guard
 from .hooks import call_hook, run_end_hooks
@@ -250,6 +251,9 @@ class Stream:
             waited,
             self.config.send_timeout,
         )
+        self.record.error = SendTimeoutError(
+            f"no send progress for {waited:.1f} s (send_timeout={self.config.send_timeout})"
+        )
         self.cancel(CancelReason.SEND_TIMEOUT)
 
     def begin_drain(self, grace: float) -> None:
@@ -316,7 +320,8 @@ class Stream:
         rec = self.record
         rec.ended_at = time.monotonic()
         rec.outcome = outcome
-        rec.error = error
+        if error is not None:
+            rec.error = error
         await run_end_hooks(self._end_hooks, rec)
 
     def add_end_hook(self, hook: Hook) -> None:

@@ -10,7 +10,7 @@ import pytest
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from asgi_stream import Coalesce, Outcome, StreamMiddleware, TokenChannel, TokenStream
+from asgi_stream import Coalesce, Outcome, SendTimeoutError, StreamMiddleware, TokenChannel, TokenStream
 
 from conformance.sse import parse_sse as parse
 from .support.wire import Client, Response
@@ -143,6 +143,7 @@ def test_slow_reader_backpressure_reaches_the_generator_and_send_timeout_ends_it
         time.sleep(0.2)
         assert len(probe.produced) == produced  # nothing more was pulled after the cancel
         assert records and records[0].outcome is Outcome.TIMED_OUT
+        assert isinstance(records[0].error, SendTimeoutError)
     finally:
         c.abort()
 
