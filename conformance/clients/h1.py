@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import socket
 import ssl
-import struct
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from dataclasses import dataclass, field
 import h11
 
 from ._chunk import Chunk, body_of
+from ._socket import SocketClient, as_bytes
 
 HeaderList = Sequence[tuple[bytes | str, bytes | str]]
 
@@ -74,7 +74,7 @@ class H1Response:
         return [v for k, v in self.headers if k == key]
 
 
-class H1Client:
+class H1Client(SocketClient):
     """One HTTP/1.x connection. Not thread-safe; one request at a time.
 
     Args:
@@ -135,7 +135,7 @@ class H1Client:
             self.conn.start_next_cycle()
         elif self._requests:
             raise H1Error(f"connection not reusable (client {self.conn.our_state}, server {self.conn.their_state})")
-        hdrs = [(_b(k), _b(v)) for k, v in headers]
+        hdrs = [(as_bytes(k), as_bytes(v)) for k, v in headers]
         names = {k.lower() for k, _ in hdrs}
         if b"host" not in names:
             hdrs.insert(0, (b"host", f"{self.host}:{self.port}".encode()))
@@ -311,35 +311,7 @@ class H1Client:
         except OSError:
             pass
 
-    def abort(self) -> None:
-        """Close with a TCP RST (``SO_LINGER`` 0): the abrupt way a browser tab dies."""
-        if self.closed:
-            return
-        try:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        except OSError:
-            pass
-        self.close()
 
-    def close(self) -> None:
-        """Close the socket."""
-        if self.closed:
-            return
-        self.closed = True
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-    def __enter__(self) -> H1Client:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def _b(value: bytes | str) -> bytes:
-    return value if isinstance(value, bytes) else value.encode("latin-1")
 
 
 def _http10(method: str, target: str, headers: list[tuple[bytes, bytes]], body: bytes) -> bytes:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import socket
 import ssl
-import struct
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ import h2.exceptions
 import h2.settings
 
 from ._chunk import Chunk, body_of
+from ._socket import SocketClient, as_bytes
 
 HeaderList = Sequence[tuple[bytes | str, bytes | str]]
 
@@ -80,7 +80,7 @@ class H2Stream:
         return None
 
 
-class H2Client:
+class H2Client(SocketClient):
     """One HTTP/2 connection with any number of concurrent streams.
 
     Args:
@@ -164,7 +164,7 @@ class H2Client:
             (b":scheme", scheme.encode()),
             (b":authority", (authority or f"{self.host}:{self.port}").encode()),
             (b":path", path.encode()),
-        ] + [(_b(k).lower(), _b(v)) for k, v in headers]
+        ] + [(as_bytes(k).lower(), as_bytes(v)) for k, v in headers]
         stream = H2Stream(stream_id=sid, t_request=time.monotonic())
         self.streams[sid] = stream
         self.conn.send_headers(sid, hdrs, end_stream=not body)
@@ -300,35 +300,8 @@ class H2Client:
         return False
 
     # ------------------------------------------------------------ closing
-    def abort(self) -> None:
-        """Close the TCP connection with RST, no GOAWAY."""
-        if self.closed:
-            return
-        try:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        except OSError:
-            pass
-        self.close()
-
-    def close(self) -> None:
-        """Close the socket (without GOAWAY: call :meth:`send_goaway` first for that)."""
-        if self.closed:
-            return
-        self.closed = True
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-    def __enter__(self) -> H2Client:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
-def _b(value: bytes | str) -> bytes:
-    return value if isinstance(value, bytes) else value.encode("latin-1")
 
 
 SettingCodes = h2.settings.SettingCodes
