@@ -141,30 +141,25 @@ async def utf8_tokens(log: StreamLog, interval: float) -> AsyncIterator[bytes]:
 
 
 # ---------------------------------------------------------------- endpoints
-def _float(req: Request, name: str, default: float, lo: float = 0.0, hi: float = 3600.0) -> float:
+def _number(req: Request, name: str, default: float, lo: float, hi: float, kind: type, noun: str) -> Any:
     raw = req.query_params.get(name)
     if raw is None:
         return default
     try:
-        value = float(raw)
+        value = kind(raw)
     except ValueError:
-        raise BadParam(f"{name} must be a number, got {raw!r}") from None
+        raise BadParam(f"{name} must be {noun}, got {raw!r}") from None
     if not lo <= value <= hi:
         raise BadParam(f"{name} must be between {lo} and {hi}, got {value}")
     return value
+
+
+def _float(req: Request, name: str, default: float, lo: float = 0.0, hi: float = 3600.0) -> float:
+    return float(_number(req, name, default, lo, hi, float, "a number"))
 
 
 def _int(req: Request, name: str, default: int, lo: int = 0, hi: int = 1_000_000) -> int:
-    raw = req.query_params.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise BadParam(f"{name} must be an integer, got {raw!r}") from None
-    if not lo <= value <= hi:
-        raise BadParam(f"{name} must be between {lo} and {hi}, got {value}")
-    return value
+    return int(_number(req, name, default, lo, hi, int, "an integer"))
 
 
 def _choice(req: Request, name: str, choices: tuple[str, ...]) -> str:
