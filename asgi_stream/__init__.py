@@ -1,10 +1,10 @@
 """asgi-stream: correct, fast LLM token streaming for any ASGI app.
 
-    app.add_middleware(StreamMiddleware)
+app.add_middleware(StreamMiddleware)
 
-    @app.post("/generate")
-    async def generate(...):
-        return TokenStream(tokens())
+@app.post("/generate")
+async def generate(...):
+    return TokenStream(tokens())
 """
 
 from .cancel import CancelReason, CancelToken, StreamCancelled

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, MutableMapping
-from typing import Any, Union
+from typing import Any
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -14,4 +14,4 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 #: What a token generator may yield: text, UTF-8 bytes, a JSON value, or an Event.
 Token = Any
 #: The content an endpoint hands to TokenStream: any sync or async iterable of tokens.
-TokenSource = Union[AsyncIterable[Token], Iterable[Token]]
+TokenSource = AsyncIterable[Token] | Iterable[Token]

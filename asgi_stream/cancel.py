@@ -36,7 +36,7 @@ class CancelReason(str, enum.Enum):
 class CancelToken:
     """A thread-safe, set-once cancellation flag carrying a reason and a timestamp."""
 
-    __slots__ = ("_set", "_event", "_reason", "_at", "_callbacks", "_lock")
+    __slots__ = ("_at", "_callbacks", "_event", "_lock", "_reason", "_set")
 
     def __init__(self) -> None:
         self._set = False

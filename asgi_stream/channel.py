@@ -20,7 +20,6 @@ import anyio
 import anyio.lowlevel
 
 from ._loop import post
-
 from .cancel import CancelReason, CancelToken
 from .errors import BufferOverflowError
 

@@ -42,7 +42,7 @@ FlushPolicy = PerToken | Coalesce
 class Batch:
     """Sans-I/O accumulator for :class:`Coalesce`: framed parts and the first part's time."""
 
-    __slots__ = ("parts", "size", "started", "max_delay", "max_bytes")
+    __slots__ = ("max_bytes", "max_delay", "parts", "size", "started")
 
     def __init__(self, policy: Coalesce) -> None:
         self.parts: list[bytes] = []

@@ -43,7 +43,7 @@ class Guarded(Protocol):
 class Guard:
     """Runs the guard loop for one stream; :meth:`rearm` moves its wake-up earlier."""
 
-    __slots__ = ("_stream", "_hub", "_scope", "_offset", "_stopped")
+    __slots__ = ("_hub", "_offset", "_scope", "_stopped", "_stream")
 
     def __init__(self, stream: Guarded, hub: ReceiveHub) -> None:
         self._stream = stream
@@ -72,9 +72,7 @@ class Guard:
         try:
             while not (self._stopped or stream.finished or stream.cancelled):
                 deadline = stream.next_deadline()
-                with anyio.CancelScope(
-                    deadline=deadline + self._offset if deadline != math.inf else math.inf
-                ) as scope:
+                with anyio.CancelScope(deadline=deadline + self._offset if deadline != math.inf else math.inf) as scope:
                     self._scope = scope
                     await hub.wait_disconnect()
                 self._scope = None

@@ -5,9 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 #: Hop-by-hop headers: illegal on HTTP/2 (RFC 9113 §8.2.2), owned by the server on HTTP/1.1.
-CONNECTION_SPECIFIC = frozenset(
-    {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
-)
+CONNECTION_SPECIFIC = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"})
 
 
 def stream_headers(

@@ -174,17 +174,17 @@ class RequestContext:
     """Per-request state the middleware shares with TokenStream through the scope."""
 
     __slots__ = (
-        "middleware",
-        "config",
-        "scope",
-        "hub",
-        "raw_send",
-        "app_send",
-        "tg",
         "accepted_at",
-        "stream",
+        "app_send",
+        "config",
+        "hub",
+        "middleware",
         "mode",
         "parent",
+        "raw_send",
+        "scope",
+        "stream",
+        "tg",
     )
 
     def __init__(self, middleware: StreamMiddleware, scope: Scope, receive: Receive, send: Send) -> None:

@@ -17,7 +17,6 @@ from typing import Any
 import anyio
 
 from .cancel import CancelReason
-
 from .framing import NDJSONFramer, SSEFramer
 from .headers import header_value, stream_headers
 from .record import Outcome
@@ -124,14 +123,9 @@ class Passthrough(Stream):
         if self.finished:
             return
         if self._cancelled:
-            if (
-                self.token.reason is CancelReason.SHUTDOWN
-                and not self.completed
-                and not self.hub.disconnected
-            ):
+            if self.token.reason is CancelReason.SHUTDOWN and not self.completed and not self.hub.disconnected:
                 with anyio.move_on_after(1.0):  # the client is still there: end cleanly
                     await self.send_body(b"", more_body=False)
             await self.finish_record(self.outcome_for_cancel())
         else:
             await self.finish_record(Outcome.COMPLETED)
-

@@ -23,8 +23,8 @@ from .context import _current
 from .errors import StreamError
 from .framing import Framer, SSEFramer
 from .record import Outcome
-from .stream import Stream
 from .source import TokenSource
+from .stream import Stream
 
 logger = logging.getLogger("asgi_stream")
 
@@ -34,7 +34,7 @@ _BODY = "http.response.body"
 class TokenPump(Stream):
     """Drives one token source to the client."""
 
-    __slots__ = ("framer", "end", "source")
+    __slots__ = ("end", "framer", "source")
 
     def __init__(self, *, source: Any, framer: Framer, end: Any = None, **kwargs: Any) -> None:
         super().__init__(keepalive_bytes=framer.keepalive, **kwargs)
@@ -242,9 +242,7 @@ class TokenPump(Stream):
         await self.finish_record(self.outcome_for_cancel())
 
 
-async def drive(
-    pump: TokenPump, tg: Any, hub: Any, *, head: bool = False, on_start: Any = None
-) -> None:
+async def drive(pump: TokenPump, tg: Any, hub: Any, *, head: bool = False, on_start: Any = None) -> None:
     """Run a stream: the pump in its own task of ``tg``, the guard in the caller's.
 
     The pump gets a fresh, shallow task: every token of a slow stream wakes it, and a
@@ -298,4 +296,3 @@ def is_token_source(content: object) -> bool:
         or hasattr(content, "__anext__")
         or (hasattr(content, "__iter__") and not isinstance(content, (str, bytes, bytearray, dict)))
     )
-

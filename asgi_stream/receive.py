@@ -25,15 +25,15 @@ class ReceiveHub:
     """One reader at a time over ``receive()``, with disconnect fan-out."""
 
     __slots__ = (
-        "_receive",
-        "disconnected",
-        "body_complete",
-        "_reading",
-        "_read_done",
-        "_pending",
-        "_pending_bytes",
         "_empty_end",
         "_listeners",
+        "_pending",
+        "_pending_bytes",
+        "_read_done",
+        "_reading",
+        "_receive",
+        "body_complete",
+        "disconnected",
     )
 
     def __init__(self, receive: Receive) -> None:

@@ -76,9 +76,7 @@ class TokenStream(Response):
         name: str | None = None,
     ) -> None:
         if not is_token_source(content):
-            raise TypeError(
-                f"TokenStream needs a sync or async iterable of tokens, got {type(content).__name__}"
-            )
+            raise TypeError(f"TokenStream needs a sync or async iterable of tokens, got {type(content).__name__}")
         if format is not None and format not in FORMATS:
             raise ValueError(f"format must be one of {FORMATS} or None, got {format!r}")
         self.content = content
@@ -192,7 +190,9 @@ class TokenStream(Response):
         if self.background is not None:
             await self.background()
 
-    async def _run_in_context(self, ctx: Any, pump: TokenPump, hub: ReceiveHub, head: bool, on_start: Hook | None) -> None:
+    async def _run_in_context(
+        self, ctx: Any, pump: TokenPump, hub: ReceiveHub, head: bool, on_start: Hook | None
+    ) -> None:
         ctx.attach(pump)
         try:
             await drive(pump, ctx.tg, hub, head=head, on_start=on_start)

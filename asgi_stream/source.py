@@ -21,7 +21,7 @@ logger = logging.getLogger("asgi_stream")
 class TokenSource:
     """Uniform access to a token generator, whatever its kind."""
 
-    __slots__ = ("content", "name", "close_timeout", "driver", "_agen", "next", "_closed")
+    __slots__ = ("_agen", "_closed", "close_timeout", "content", "driver", "name", "next")
 
     def __init__(self, content: Any, *, name: str, close_timeout: float) -> None:
         self.content = content

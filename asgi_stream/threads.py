@@ -31,20 +31,20 @@ class SyncIteratorDriver:
     """Pulls a sync iterable one item at a time on its own thread, in lockstep."""
 
     __slots__ = (
+        "_closed_waiter",
+        "_closing",
+        "_context",
+        "_cv",
         "_iterable",
         "_iterator",
-        "_name",
-        "_cv",
-        "_requested",
-        "_closing",
-        "_thread",
-        "_result",
-        "_waiter",
         "_loop",
-        "_context",
+        "_name",
+        "_requested",
+        "_result",
+        "_thread",
+        "_waiter",
         "closed",
         "closed_at",
-        "_closed_waiter",
     )
 
     def __init__(self, iterable: Iterable[Any], name: str = "stream") -> None:

@@ -110,14 +110,10 @@ class LoopWatchdog:
 def _pump_code_objects() -> frozenset[object]:
     from .pump import TokenPump
 
-    return frozenset(
-        getattr(TokenPump, name).__code__ for name in ("_pump", "_per_token", "_coalesce")
-    )
+    return frozenset(getattr(TokenPump, name).__code__ for name in ("_pump", "_per_token", "_coalesce"))
 
 
-def _find_stream(
-    frame: FrameType | None, code_objects: frozenset[object]
-) -> tuple[TokenPump, FrameType, str] | None:
+def _find_stream(frame: FrameType | None, code_objects: frozenset[object]) -> tuple[TokenPump, FrameType, str] | None:
     """(stream, generator frame, "file:line in function()") when the loop thread is inside
     a stream's async generator step; None otherwise (e.g. inside the server's send)."""
     innermost = frame

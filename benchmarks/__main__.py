@@ -56,9 +56,7 @@ def run(
     machine.pin(place.client_core)
     cores = (place.server_core, place.client_core)
     available = {k.key for k in SERVER_KINDS if k.available()}
-    skipped = sorted(
-        {k for k in (*mode.kinds, *mode.slow_kinds, *mode.disconnect_kinds) if k not in available}
-    )
+    skipped = sorted({k for k in (*mode.kinds, *mode.slow_kinds, *mode.disconnect_kinds) if k not in available})
     for k in skipped:
         progress(f"server kind {k} is not installed here: skipped")
     results: dict[str, Any] = {w: {} for w in workloads}
@@ -74,9 +72,13 @@ def run(
         servers = start_all(targets, kind, place.server_core, log_dir)
         try:
             if kind_key in mode.kinds and "throughput" in workloads:
-                results["throughput"][kind_key] = throughput.measure(servers, mode.tokens, mode.reps, place.client_core, progress)
+                results["throughput"][kind_key] = throughput.measure(
+                    servers, mode.tokens, mode.reps, place.client_core, progress
+                )
             if kind_key in mode.kinds and "ttfb" in workloads:
-                results["ttfb"][kind_key] = ttfb.measure(servers, mode.ttfb_requests, mode.reps, place.client_core, progress)
+                results["ttfb"][kind_key] = ttfb.measure(
+                    servers, mode.ttfb_requests, mode.reps, place.client_core, progress
+                )
             if wants_disc:
                 results["disconnect"][kind_key] = disconnect.measure(
                     servers,
@@ -89,8 +91,17 @@ def run(
                 )
             if wants_slow:
                 results["slow"][kind_key] = slow.measure(
-                    targets, kind, mode.slow_streams, mode.slow_reps, mode.slow_interval, mode.slow_warmup,
-                    mode.slow_duration, cores, log_dir, progress, servers=servers,
+                    targets,
+                    kind,
+                    mode.slow_streams,
+                    mode.slow_reps,
+                    mode.slow_interval,
+                    mode.slow_warmup,
+                    mode.slow_duration,
+                    cores,
+                    log_dir,
+                    progress,
+                    servers=servers,
                 )
         finally:
             stop_all(servers)
@@ -99,8 +110,16 @@ def run(
             if kind_key not in available:
                 continue
             results["slow"][kind_key] = slow.measure(
-                targets, KIND_BY_KEY[kind_key], mode.slow_streams, mode.slow_reps, mode.slow_interval,
-                mode.slow_warmup, mode.slow_duration, cores, log_dir, progress,
+                targets,
+                KIND_BY_KEY[kind_key],
+                mode.slow_streams,
+                mode.slow_reps,
+                mode.slow_interval,
+                mode.slow_warmup,
+                mode.slow_duration,
+                cores,
+                log_dir,
+                progress,
             )
     results["skipped_kinds"] = skipped
     return results

@@ -81,7 +81,7 @@ def variants() -> list[Variant]:
 class _Peer:
     """The server side of one in-process request: counts sends, never disconnects."""
 
-    __slots__ = ("first", "sent", "never")
+    __slots__ = ("first", "never", "sent")
 
     def __init__(self) -> None:
         self.first = True
@@ -120,7 +120,9 @@ async def _slow_once(app: Any, streams: int, seconds: float, interval: float = 0
     base = tracemalloc.get_traced_memory()[0]
     tasks = [
         loop.create_task(
-            app(_scope(0, "/slow", f"n=1000000&interval={interval}&start={go + i * step // streams}"), p.receive, p.send)
+            app(
+                _scope(0, "/slow", f"n=1000000&interval={interval}&start={go + i * step // streams}"), p.receive, p.send
+            )
         )
         for i, p in enumerate(peers)
     ]
@@ -180,7 +182,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.what == "slow":
         slow_rows = measure_slow(args.streams, args.seconds, args.runs)
         base, mem = slow_rows[0][1], slow_rows[0][2]
-        print(f"| layer ({args.streams:,} streams) | CPU µs/event (min of {args.runs}) | × raw | Python KiB/stream | × raw |")
+        print(
+            f"| layer ({args.streams:,} streams) | CPU µs/event (min of {args.runs}) | × raw | Python KiB/stream | × raw |"
+        )
         print("|---|---|---|---|---|")
         for label, cpu, memory in slow_rows:
             print(f"| {label} | {cpu:.1f} | {cpu / base:.2f}× | {memory / 1024:.1f} | {memory / mem:.2f}× |")

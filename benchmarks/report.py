@@ -154,8 +154,11 @@ def slow_table(data: dict[str, dict[str, dict[str, Records]]]) -> str:
                         fmt_ratio(paired_ratio(recs, raw, "server_cpu")),
                         fmt_spread(spread(recs, "rss_mb"), 0),
                         fmt_ratio(paired_ratio(recs, raw, "rss_mb")),
-                        fmt_ratio(paired_ratio(recs, sse, "server_cpu")) + " / " + fmt_ratio(paired_ratio(recs, sse, "rss_mb")),
-                        fmt_spread(spread(recs, "client_cpu"), 0, "%", scale=100) + (f" ({failed} failed)" if failed else ""),
+                        fmt_ratio(paired_ratio(recs, sse, "server_cpu"))
+                        + " / "
+                        + fmt_ratio(paired_ratio(recs, sse, "rss_mb")),
+                        fmt_spread(spread(recs, "client_cpu"), 0, "%", scale=100)
+                        + (f" ({failed} failed)" if failed else ""),
                     ]
                 )
     return _table(
@@ -308,7 +311,11 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
         klabel = KIND_BY_KEY[kind].label
         if ASGI_STREAM in per_target and RAW in per_target:
             r = paired_ratio(per_target[ASGI_STREAM], per_target[RAW], "events_per_s")
-            add(f"per-token ≥ {PER_TOKEN_MIN_RATIO}× raw events/s ({klabel})", fmt_ratio(r), _at_least(r, PER_TOKEN_MIN_RATIO))
+            add(
+                f"per-token ≥ {PER_TOKEN_MIN_RATIO}× raw events/s ({klabel})",
+                fmt_ratio(r),
+                _at_least(r, PER_TOKEN_MIN_RATIO),
+            )
         if COALESCE in per_target and SSE_STARLETTE in per_target:
             r = paired_ratio(per_target[COALESCE], per_target[SSE_STARLETTE], "events_per_s")
             d = spread(per_target[COALESCE], "delay_max_ms")
@@ -484,7 +491,17 @@ def chart(results: dict[str, Any], path: Path) -> None:
                     continue
                 x = g + (i - (len(keys) - 1) / 2) * width
                 if math.isinf(s["median"]):  # lost events / never closed: no bar, a mark
-                    ax.text(x, 0.97, "∞", transform=top, ha="center", va="top", color=colors[key], fontsize=12, fontweight="bold")
+                    ax.text(
+                        x,
+                        0.97,
+                        "∞",
+                        transform=top,
+                        ha="center",
+                        va="top",
+                        color=colors[key],
+                        fontsize=12,
+                        fontweight="bold",
+                    )
                     continue
                 xs.append(x)
                 ys.append(s["median"])

@@ -64,7 +64,15 @@ class Server:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
         with open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "benchmarks.serve", self.target.app, self.kind.key, str(self.port), str(self.core)],
+                [
+                    sys.executable,
+                    "-m",
+                    "benchmarks.serve",
+                    self.target.app,
+                    self.kind.key,
+                    str(self.port),
+                    str(self.core),
+                ],
                 cwd=REPO_ROOT,
                 env=env,
                 stdin=subprocess.DEVNULL,

@@ -29,18 +29,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list", action="store_true", help="list the cases and targets, then exit")
     p.add_argument("--json", action="store_true", help="print the machine-readable report instead of the table")
     p.add_argument("-v", "--verbose", action="store_true", help="also print the evidence of passing cases")
-    p.add_argument("--strict", action="store_true",
-                   help="also exit non-zero for diagnosed server/proxy faults")
+    p.add_argument("--strict", action="store_true", help="also exit non-zero for diagnosed server/proxy faults")
     p.add_argument("--jobs", type=int, default=4, help="cases run at once (default 4)")
-    p.add_argument("--scale", type=float, default=1.0,
-                   help="multiply every interval, budget and bound (e.g. 2 on a loaded machine)")
+    p.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="multiply every interval, budget and bound (e.g. 2 on a loaded machine)",
+    )
     ext = p.add_argument_group("external endpoint")
     ext.add_argument("--url", help="check this SSE/NDJSON URL instead of the built-in targets")
-    ext.add_argument("--h2", action="store_true", help="speak HTTP/2 to --url (prior knowledge for http://, ALPN for https://)")
+    ext.add_argument(
+        "--h2", action="store_true", help="speak HTTP/2 to --url (prior knowledge for http://, ALPN for https://)"
+    )
     ext.add_argument("-X", "--method", default=None, help="request method for --url (default GET, POST with --data)")
     ext.add_argument("-d", "--data", default=None, help="request body for --url (e.g. a JSON prompt)")
-    ext.add_argument("-H", "--header", action="append", default=[], metavar="NAME: VALUE",
-                     help="extra request header for --url (repeatable)")
+    ext.add_argument(
+        "-H",
+        "--header",
+        action="append",
+        default=[],
+        metavar="NAME: VALUE",
+        help="extra request header for --url (repeatable)",
+    )
     ext.add_argument("-k", "--insecure", action="store_true", help="do not verify the --url TLS certificate")
     return p
 
@@ -78,8 +89,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         body = args.data.encode() if args.data is not None else b""
         method = args.method or ("POST" if args.data is not None else "GET")
         try:
-            prebuilt.append(external_target(args.url, h2=args.h2, method=method, body=body, headers=headers,
-                                            insecure=args.insecure))
+            prebuilt.append(
+                external_target(args.url, h2=args.h2, method=method, body=body, headers=headers, insecure=args.insecure)
+            )
         except ValueError as exc:
             parser.error(str(exc))
         targets = args.targets or []

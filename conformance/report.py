@@ -46,8 +46,10 @@ def render(suite: SuiteResult, *, verbose: bool = False) -> str:
         counts[r.status] = counts.get(r.status, 0) + 1
     summary = ", ".join(f"{counts.get(k, 0)} {k}" for k in ("pass", "fail", "fault", "skip"))
     parts.append(f"{summary} in {suite.duration:.1f} s")
-    parts.append("(pass* = passed on retry; FAIL(server) = failure blamed on the server; FAULT(server) = the app "
-                 "did its part and a diagnosed server/proxy fault kept the case from passing; — = not applicable)")
+    parts.append(
+        "(pass* = passed on retry; FAIL(server) = failure blamed on the server; FAULT(server) = the app "
+        "did its part and a diagnosed server/proxy fault kept the case from passing; — = not applicable)"
+    )
     for t in suite.targets:
         if t.status != "ok":
             parts.append(f"target {t.name}: {t.status}: {_short(t.reason, 300)}")

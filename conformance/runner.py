@@ -67,7 +67,9 @@ class SuiteResult:
             "duration": round(self.duration, 2),
             "counts": counts,
             "timing": {"scale": self.timing.scale, "interval": self.timing.interval},
-            "targets": [{"name": t.name, "server": t.server, "status": t.status, "reason": t.reason} for t in self.targets],
+            "targets": [
+                {"name": t.name, "server": t.server, "status": t.status, "reason": t.reason} for t in self.targets
+            ],
             "cases": [{"name": c.name, "title": c.title} for c in self.cases],
             "results": [r.as_dict() for r in self.results],
         }
@@ -104,10 +106,11 @@ def _attempt(case: Case, target: Target, timing: Timing) -> Result:
         result = Result(case.name, target.name, "fail", exc.evidence, exc.fault, details=exc.details)
     except (H1Error, H2Error) as exc:
         result = Result(case.name, target.name, "fail", f"{type(exc).__name__}: {exc}", FAULT_SERVER)
-    except Exception as exc:  # noqa: BLE001 - a broken case must not stop the suite
+    except Exception as exc:
         tb = traceback.format_exc(limit=3)
-        result = Result(case.name, target.name, "fail", f"{type(exc).__name__}: {exc}", FAULT_TARGET,
-                        details={"traceback": tb})
+        result = Result(
+            case.name, target.name, "fail", f"{type(exc).__name__}: {exc}", FAULT_TARGET, details={"traceback": tb}
+        )
     result.duration = time.monotonic() - t0
     dead = target.alive()
     if dead is not None:
@@ -117,7 +120,9 @@ def _attempt(case: Case, target: Target, timing: Timing) -> Result:
     return result
 
 
-def _start_all(names: Sequence[str], app: str, env: dict[str, str] | None) -> tuple[dict[str, Target], list[TargetInfo]]:
+def _start_all(
+    names: Sequence[str], app: str, env: dict[str, str] | None
+) -> tuple[dict[str, Target], list[TargetInfo]]:
     started: dict[str, Target] = {}
     infos: dict[str, TargetInfo] = {n: TargetInfo(n) for n in names}
     lock = threading.Lock()
@@ -128,7 +133,7 @@ def _start_all(names: Sequence[str], app: str, env: dict[str, str] | None) -> tu
         except TargetUnavailable as exc:
             infos[name].status, infos[name].reason = "unavailable", str(exc)
             return
-        except Exception as exc:  # noqa: BLE001 - reported as the target's failure
+        except Exception as exc:
             infos[name].status, infos[name].reason = "failed", f"{type(exc).__name__}: {exc}"
             return
         infos[name].server = t.server

@@ -32,6 +32,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -82,7 +83,9 @@ def event_for(i: int, n: int) -> Event:
 
 
 # ---------------------------------------------------------------- generators
-async def paced_async(log: StreamLog, n: int, interval: float, idle: float, size: int, events: bool) -> AsyncIterator[Any]:
+async def paced_async(
+    log: StreamLog, n: int, interval: float, idle: float, size: int, events: bool
+) -> AsyncIterator[Any]:
     """An async generator of paced tokens that logs production and its ``finally``."""
     reason = "closed"
     try:
@@ -92,7 +95,7 @@ async def paced_async(log: StreamLog, n: int, interval: float, idle: float, size
             if i and interval:
                 await anyio.sleep(interval)
             elif n == 0 and i % 16 == 0:
-                await anyio.sleep(0)  # a fast producer that still lets the loop breathe
+                await anyio.lowlevel.checkpoint()  # a fast producer that still lets the loop breathe
             tok: Any = event_for(i, n) if events else token_text(i, size)
             log.produced(size or 5)
             yield tok

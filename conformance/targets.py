@@ -182,7 +182,9 @@ def free_port(host: str = HOST) -> int:
         return s.getsockname()[1]
 
 
-def _spawn(name: str, argv: list[str], workdir: Path, pass_fds: tuple[int, ...] = (), env: dict[str, str] | None = None) -> ServerProcess:
+def _spawn(
+    name: str, argv: list[str], workdir: Path, pass_fds: tuple[int, ...] = (), env: dict[str, str] | None = None
+) -> ServerProcess:
     log_path = workdir / f"{name}.log"
     log = open(log_path, "wb")  # noqa: SIM115 - handed to the child
     try:
@@ -223,7 +225,7 @@ def wait_ready(proc: ServerProcess, endpoint: Endpoint, path: str, timeout: floa
                 resp = c.read_response(deadline=time.monotonic() + 2.0)
                 if resp.status is not None:
                     return
-        except Exception as exc:  # noqa: BLE001 - not up yet
+        except Exception as exc:
             last = f"{type(exc).__name__}: {exc}"
         time.sleep(0.1)
     raise TargetFailed(f"{proc.name} not ready after {timeout:.0f} s ({last}):\n{proc.log_tail()}")
@@ -270,12 +272,29 @@ def find_nginx() -> str | None:
 
 
 # ---------------------------------------------------------------- launchers
-def start_uvicorn(workdir: Path, app: str = DEFAULT_APP, name: str = "uvicorn", env: dict[str, str] | None = None) -> tuple[ServerProcess, Endpoint]:
+def start_uvicorn(
+    workdir: Path, app: str = DEFAULT_APP, name: str = "uvicorn", env: dict[str, str] | None = None
+) -> tuple[ServerProcess, Endpoint]:
     """uvicorn (h11, asyncio) on a free port."""
     sock = listening_socket()
     try:
-        argv = [sys.executable, "-m", "uvicorn", app, "--fd", str(sock.fileno()), "--http", "h11",
-                "--loop", "asyncio", "--log-level", "warning", "--no-access-log", "--timeout-graceful-shutdown", "2"]
+        argv = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            app,
+            "--fd",
+            str(sock.fileno()),
+            "--http",
+            "h11",
+            "--loop",
+            "asyncio",
+            "--log-level",
+            "warning",
+            "--no-access-log",
+            "--timeout-graceful-shutdown",
+            "2",
+        ]
         proc = _spawn(name, argv, workdir, pass_fds=(sock.fileno(),), env=env)
         endpoint = Endpoint(HOST, sock.getsockname()[1])
     finally:
@@ -296,8 +315,20 @@ def start_hypercorn(
     TLS with ALPN (h2, http/1.1) when ``certs`` are given."""
     sock = listening_socket()
     try:
-        argv = [sys.executable, "-m", "hypercorn", app, "--bind", f"fd://{sock.fileno()}", "-k", worker,
-                "--graceful-timeout", "2", "--log-level", "warning"]
+        argv = [
+            sys.executable,
+            "-m",
+            "hypercorn",
+            app,
+            "--bind",
+            f"fd://{sock.fileno()}",
+            "-k",
+            worker,
+            "--graceful-timeout",
+            "2",
+            "--log-level",
+            "warning",
+        ]
         if certs is not None:
             argv += ["--certfile", str(certs.cert_file), "--keyfile", str(certs.key_file)]
         proc = _spawn(name, argv, workdir, pass_fds=(sock.fileno(),), env=env)
@@ -361,7 +392,9 @@ def start_nginx(workdir: Path, upstream: Endpoint, *, name: str = "nginx") -> tu
             listen=f"{HOST}:{port}",
         )
         (ndir / "nginx.conf").write_text(conf)
-        proc = _spawn(name, [binary, "-p", str(ndir), "-c", str(ndir / "nginx.conf"), "-e", str(ndir / "error.log")], workdir)
+        proc = _spawn(
+            name, [binary, "-p", str(ndir), "-c", str(ndir / "nginx.conf"), "-e", str(ndir / "error.log")], workdir
+        )
         proc.log_path = ndir / "error.log"
         endpoint = Endpoint(HOST, port)
         try:
@@ -390,7 +423,15 @@ def _hypercorn_h1(workdir: Path, app: str, env: dict[str, str] | None) -> Target
 
 def _hypercorn_h2c(workdir: Path, app: str, env: dict[str, str] | None) -> Target:
     proc, ep = start_hypercorn(workdir, app, env=env)
-    t = Target("h2-hypercorn", "h2", ep, "hypercorn (asyncio), h2c prior knowledge", hooks=ep, processes=[proc], workdir=workdir)
+    t = Target(
+        "h2-hypercorn",
+        "h2",
+        ep,
+        "hypercorn (asyncio), h2c prior knowledge",
+        hooks=ep,
+        processes=[proc],
+        workdir=workdir,
+    )
     wait_ready(proc, ep, "/_hooks/streams?label=-")
     return t
 
@@ -420,8 +461,16 @@ def _nginx(workdir: Path, app: str, env: dict[str, str] | None) -> Target:
     except BaseException:
         up_proc.stop()
         raise
-    return Target("nginx", "h1", ep, "nginx (gzip, proxy_buffering on) → uvicorn", hooks=up, proxy="nginx",
-                  processes=[up_proc, proc], workdir=workdir)
+    return Target(
+        "nginx",
+        "h1",
+        ep,
+        "nginx (gzip, proxy_buffering on) → uvicorn",
+        hooks=up,
+        proxy="nginx",
+        processes=[up_proc, proc],
+        workdir=workdir,
+    )
 
 
 Launcher = Callable[[Path, str, "dict[str, str] | None"], Target]
@@ -437,7 +486,9 @@ TARGETS: dict[str, Launcher] = {
 }
 
 
-def start_target(name: str, app: str = DEFAULT_APP, *, env: dict[str, str] | None = None, rename: str | None = None) -> Target:
+def start_target(
+    name: str, app: str = DEFAULT_APP, *, env: dict[str, str] | None = None, rename: str | None = None
+) -> Target:
     """Start a target by name (see :data:`TARGETS`); the caller must ``stop()`` it."""
     try:
         launcher = TARGETS[name]
@@ -462,7 +513,7 @@ def _demo_mounted(target: Target) -> bool:
             c.request("GET", "/demo/")
             resp = c.read_response(deadline=time.monotonic() + 5)
         return resp.status is not None and resp.status != 404
-    except Exception:  # noqa: BLE001
+    except Exception:
         return False
 
 
@@ -476,8 +527,15 @@ def running(name: str, app: str = DEFAULT_APP, **kw: Any) -> Iterator[Target]:
         target.stop()
 
 
-def external_target(url: str, *, h2: bool = False, method: str = "GET", body: bytes = b"",
-                    headers: list[tuple[str, str]] | None = None, insecure: bool = False) -> Target:
+def external_target(
+    url: str,
+    *,
+    h2: bool = False,
+    method: str = "GET",
+    body: bytes = b"",
+    headers: list[tuple[str, str]] | None = None,
+    insecure: bool = False,
+) -> Target:
     """A target for an external SSE/NDJSON endpoint (no app endpoints, no hooks)."""
     from urllib.parse import urlsplit
 
@@ -487,14 +545,25 @@ def external_target(url: str, *, h2: bool = False, method: str = "GET", body: by
     port = parts.port or (443 if parts.scheme == "https" else 80)
     tls: Callable[[], ssl.SSLContext] | None = None
     if parts.scheme == "https":
+
         def tls() -> ssl.SSLContext:
             ctx = ssl.create_default_context()
             if insecure:
                 ctx.check_hostname = False
                 ctx.verify_mode = ssl.CERT_NONE
             return ctx
+
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     protocol = "h2" if h2 else "h1"
     name = f"{'h2' if h2 else 'h1'}-url"
-    return Target(name, protocol, Endpoint(parts.hostname, port, tls), f"external {url}", app_endpoints=False,
-                  path=path, method=method, body=body, extra_headers=list(headers or []))
+    return Target(
+        name,
+        protocol,
+        Endpoint(parts.hostname, port, tls),
+        f"external {url}",
+        app_endpoints=False,
+        path=path,
+        method=method,
+        body=body,
+        extra_headers=list(headers or []),
+    )

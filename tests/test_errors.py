@@ -12,8 +12,8 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Route
 
 from asgi_stream import Outcome, StreamMiddleware, TokenStream
-
 from conformance.sse import parse_sse as parse
+
 from .conftest import wait_for
 from .support.wire import Client
 

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import anyio
 import threading
 import time
 
+import anyio
 import pytest
 from starlette.applications import Starlette
 from starlette.routing import Route
 
 from asgi_stream import Coalesce, Outcome, SendTimeoutError, StreamMiddleware, TokenChannel, TokenStream
-
 from conformance.sse import parse_sse as parse
+
 from .support.wire import Client, Response
 
 INTERVAL = 0.1

@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 
 from asgi_stream import Event, FramingError, UnsupportedTokenError
 from asgi_stream.framing import NDJSONFramer, SSEFramer, TextFramer
-
 from conformance.sse import SSEParser as SpecParser
 from conformance.sse import parse_sse as parse
 
@@ -52,7 +51,9 @@ def test_sse_data_round_trips_through_spec_parser(tokens: list[str], cut: int) -
     retry=st.one_of(st.none(), st.integers(min_value=0, max_value=10**9)),
     comment=st.one_of(st.none(), payloads),
 )
-def test_sse_event_objects_round_trip(data: str, event: str | None, id_: str | None, retry: int | None, comment: str | None) -> None:
+def test_sse_event_objects_round_trip(
+    data: str, event: str | None, id_: str | None, retry: int | None, comment: str | None
+) -> None:
     wire = SSEFramer().frame(Event(data=data, event=event, id=id_, retry=retry, comment=comment))
     assert wire.endswith(b"\n\n")
     parsed = parse(wire)
@@ -81,7 +82,9 @@ def test_sse_multiline_data_becomes_several_data_lines() -> None:
 def test_sse_json_and_event_fields() -> None:
     f = SSEFramer()
     assert f.frame({"a": "é", "b": [1, 2]}) == 'data: {"a":"é","b":[1,2]}\n\n'.encode()
-    assert f.frame(Event(data="x", event="delta", id="7", retry=1500)) == b"event: delta\nid: 7\nretry: 1500\ndata: x\n\n"
+    assert (
+        f.frame(Event(data="x", event="delta", id="7", retry=1500)) == b"event: delta\nid: 7\nretry: 1500\ndata: x\n\n"
+    )
     assert f.frame(Event(comment="ping")) == b": ping\n\n"
     assert f.frame(Event(id="only")) == b"id: only\n\n"
 
@@ -153,7 +156,13 @@ def test_error_frames() -> None:
 
 # ---------------------------------------------------------------- NDJSON / text
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.one_of(payloads, st.dictionaries(text, st.one_of(text, st.integers(), st.booleans()), max_size=3)), min_size=1, max_size=5))
+@given(
+    st.lists(
+        st.one_of(payloads, st.dictionaries(text, st.one_of(text, st.integers(), st.booleans()), max_size=3)),
+        min_size=1,
+        max_size=5,
+    )
+)
 def test_ndjson_one_compact_value_per_line(tokens: list) -> None:
     framer = NDJSONFramer()
     wire = b"".join(framer.frame(t) for t in tokens)

@@ -16,8 +16,8 @@ from starlette.responses import StreamingResponse
 from starlette.routing import Mount, Route
 
 from asgi_stream import Outcome, StreamMiddleware, TokenStream, current_stream
-
 from conformance.sse import parse_sse as parse
+
 from .conftest import wait_for
 from .support.wire import Client
 

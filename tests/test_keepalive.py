@@ -10,8 +10,8 @@ from starlette.responses import StreamingResponse
 from starlette.routing import Route
 
 from asgi_stream import StreamMiddleware, TokenStream
-
 from conformance.sse import SSEParser as SpecParser
+
 from .support.wire import Client, Response
 
 KEEPALIVE = 0.15

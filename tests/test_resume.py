@@ -14,8 +14,8 @@ from starlette.routing import Route
 
 from asgi_stream import CancelReason, Outcome, StreamMiddleware, TokenStream
 from asgi_stream.resume import Limits, MemoryStore
-
 from conformance.sse import SSEParser as SpecParser
+
 from .conftest import wait_for
 from .support.wire import Client
 

@@ -26,12 +26,35 @@ def free_port() -> int:
 
 
 def start(server: str, port: int, log: Path, grace: float) -> subprocess.Popen:
-    env = {**os.environ, "ASGI_STREAM_TEST_LOG": str(log), "ASGI_STREAM_TEST_GRACE": str(grace), "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "ASGI_STREAM_TEST_LOG": str(log),
+        "ASGI_STREAM_TEST_GRACE": str(grace),
+        "PYTHONPATH": str(ROOT),
+    }
     if server == "uvicorn":
-        cmd = [sys.executable, "-m", "uvicorn", "tests.apps.shutdown_app:app", "--port", str(port), "--log-level", "warning"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "tests.apps.shutdown_app:app",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ]
     else:
         workers = "0" if server == "hypercorn" else "1"  # 1: hypercorn's multi-process mode
-        cmd = [sys.executable, "-m", "hypercorn", "tests.apps.shutdown_app:app", "--bind", f"127.0.0.1:{port}", "--workers", workers]
+        cmd = [
+            sys.executable,
+            "-m",
+            "hypercorn",
+            "tests.apps.shutdown_app:app",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            workers,
+        ]
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -40,7 +63,7 @@ def start(server: str, port: int, log: Path, grace: float) -> subprocess.Popen:
             return proc
         except OSError:
             if proc.poll() is not None:
-                raise RuntimeError(proc.stdout.read().decode())
+                raise RuntimeError(proc.stdout.read().decode()) from None
             time.sleep(0.05)
     proc.kill()
     raise RuntimeError("server did not start")

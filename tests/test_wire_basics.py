@@ -3,17 +3,17 @@ HTTP/1.0, end sentinel, per-stream overrides."""
 
 from __future__ import annotations
 
-import anyio
 import time
 
+import anyio
 import pytest
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from asgi_stream import Event, StreamMiddleware, TokenStream
-
 from conformance.sse import parse_sse as parse
+
 from .support.wire import Client
 
 TOKENS = ["Hel", "lo", " wör", "ld", " 😀", "\nnext line"]

@@ -38,4 +38,4 @@ def make_framer(fmt: str, media_type: str | None = None) -> Framer:
     raise ValueError(f"unknown stream format {fmt!r}; expected 'sse', 'ndjson' or 'text'")
 
 
-__all__ = ["Framer", "JSONL_MEDIA_TYPE", "NDJSONFramer", "SSEFramer", "TextFramer", "make_framer"]
+__all__ = ["JSONL_MEDIA_TYPE", "Framer", "NDJSONFramer", "SSEFramer", "TextFramer", "make_framer"]

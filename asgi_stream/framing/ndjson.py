@@ -22,7 +22,7 @@ class NDJSONFramer:
     keepalive: bytes | None = None
     supports_comments = False
 
-    __slots__ = ("media_type", "content_type", "_utf8")
+    __slots__ = ("_utf8", "content_type", "media_type")
 
     def __init__(self, media_type: str = MEDIA_TYPE) -> None:
         self.media_type = media_type

@@ -16,8 +16,18 @@ _EVICTED = 1 << 62
 
 class _Stream:
     __slots__ = (
-        "meta", "events", "start", "first_seq", "last_seq", "nbytes", "done", "outcome", "expires", "consumers", "_changed",
         "_attach",
+        "_changed",
+        "consumers",
+        "done",
+        "events",
+        "expires",
+        "first_seq",
+        "last_seq",
+        "meta",
+        "nbytes",
+        "outcome",
+        "start",
     )
 
     def __init__(self, meta: StreamMeta, expires: float) -> None:

@@ -60,7 +60,9 @@ class Producer:
         self.end = end
         self.end_hooks = end_hooks
         self.cancel_hooks = cancel_hooks
-        self.source = TokenSource(content, name=f"resumable stream #{record.id} {record.path}", close_timeout=config.close_timeout)
+        self.source = TokenSource(
+            content, name=f"resumable stream #{record.id} {record.path}", close_timeout=config.close_timeout
+        )
         self.seq = 0
         self.scope: anyio.CancelScope | None = None
         self.task_group: anyio.abc.TaskGroup | None = None

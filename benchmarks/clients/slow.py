@@ -29,7 +29,7 @@ _EVENT = re.compile(rb"data: (\d+)\r?\n")
 
 
 class _Conn:
-    __slots__ = ("sock", "start", "head", "body", "carry", "first", "sent")
+    __slots__ = ("body", "carry", "first", "head", "sent", "sock", "start")
 
     def __init__(self, sock: socket.socket, start: int) -> None:
         self.sock = sock

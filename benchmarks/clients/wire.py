@@ -35,7 +35,7 @@ class SSEScanner:
     carried into the next :meth:`feed`, so events may straddle reads.
     """
 
-    __slots__ = ("events", "carry", "delays_ns")
+    __slots__ = ("carry", "delays_ns", "events")
 
     def __init__(self) -> None:
         self.events = 0
@@ -67,7 +67,7 @@ class SSEScanner:
 class Dechunker:
     """Incremental HTTP/1.1 chunked-body decoder: wire bytes in, body bytes out."""
 
-    __slots__ = ("_buf", "_remaining", "_crlf", "done")
+    __slots__ = ("_buf", "_crlf", "_remaining", "done")
 
     def __init__(self) -> None:
         self._buf = b""
@@ -173,7 +173,13 @@ class H2Client:
         sid = self._next_id
         self._next_id += 2
         block = self._encoder.encode(
-            [(":method", "GET"), (":scheme", "http"), (":authority", "bench"), (":path", path), ("accept", "text/event-stream")]
+            [
+                (":method", "GET"),
+                (":scheme", "http"),
+                (":authority", "bench"),
+                (":path", path),
+                ("accept", "text/event-stream"),
+            ]
         )
         self.sock.sendall(_frame(_HEADERS, _END_STREAM | _END_HEADERS, sid, block))
         return sid

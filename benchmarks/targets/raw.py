@@ -48,7 +48,9 @@ async def _stream(source: Any, receive: Any, send: Any) -> None:
         try:
             await send(dict(_START))
             async for token in agen:
-                await send({"type": "http.response.body", "body": ("data: " + token + "\n\n").encode(), "more_body": True})
+                await send(
+                    {"type": "http.response.body", "body": ("data: " + token + "\n\n").encode(), "more_body": True}
+                )
             await send(_END)
         finally:
             with anyio.CancelScope(shield=True):

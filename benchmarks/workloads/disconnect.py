@@ -77,7 +77,9 @@ def measure(
     by_port = {s.port: s for s in servers}
     for rep in range(reps):
         planned = plan(servers, blocks, trials, rep)
-        closed_at = run_client("disconnect", {"trials": planned, "core": core}, timeout=max(blocks) * 2 + 120)["closed_ns"]
+        closed_at = run_client("disconnect", {"trials": planned, "core": core}, timeout=max(blocks) * 2 + 120)[
+            "closed_ns"
+        ]
         wanted = {t[0] for t in planned}
         deadline = max(closed_at.values()) + int(timeout * 1e9)
         while True:
@@ -105,7 +107,9 @@ def measure(
                     "offset_s": offset,
                     "closed_ms": (closed - t_close) / 1e6 if ok else None,
                     "token_ms": (token - t_close) / 1e6 if token is not None else None,
-                    "after_step_ms": (closed - step_end) / 1e6 if ok and step_end is not None and closed >= step_end else None,
+                    "after_step_ms": (closed - step_end) / 1e6
+                    if ok and step_end is not None and closed >= step_end
+                    else None,
                 }
             )
         progress(f"disconnect round {rep + 1}/{reps}: {len(planned)} trials")

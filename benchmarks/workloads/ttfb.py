@@ -20,7 +20,14 @@ def measure(
         for s in rotate(servers, rep):
             r = run_client(
                 "stream",
-                {"mode": "ttfb", "port": s.port, "path": "/ttfb", "requests": requests + 10, "http2": s.kind.http2, "core": core},
+                {
+                    "mode": "ttfb",
+                    "port": s.port,
+                    "path": "/ttfb",
+                    "requests": requests + 10,
+                    "http2": s.kind.http2,
+                    "core": core,
+                },
                 timeout=300,
             )
             samples = sorted(r["ttfb_ns"][10:])

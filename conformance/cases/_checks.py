@@ -21,7 +21,7 @@ def wire_fault(ctx: CaseContext) -> str:
         with ctx.target.hooks.h1(timeout=5) as c:
             c.request("HEAD", path, headers=[("accept", accept)] if accept else [])
             resp = c.read_response(deadline=time.monotonic() + 5)
-    except Exception:  # noqa: BLE001 - no diagnosis possible
+    except Exception:
         return FAULT_TARGET
     return FAULT_PROXY if (resp.header("x-accel-buffering") or b"").lower() == b"no" else FAULT_TARGET
 
@@ -44,11 +44,15 @@ def require_one_event_per_chunk(ctx: CaseContext, obs: Observed, counts: list[tu
     unit = "DATA frame" if obs.protocol == "h2" else "chunk"
     for i, (events, comments) in enumerate(counts):
         if events > 1:
-            raise Fail(f"{unit} {i} carried {events} events (tokens were merged): {obs.describe_chunks()}",
-                       fault=wire_fault(ctx))
+            raise Fail(
+                f"{unit} {i} carried {events} events (tokens were merged): {obs.describe_chunks()}",
+                fault=wire_fault(ctx),
+            )
         if events == 0 and comments == 0:
-            raise Fail(f"{unit} {i} carried part of an event ({obs.decoded[i].data[:60]!r}): {obs.describe_chunks()}",
-                       fault=wire_fault(ctx))
+            raise Fail(
+                f"{unit} {i} carried part of an event ({obs.decoded[i].data[:60]!r}): {obs.describe_chunks()}",
+                fault=wire_fault(ctx),
+            )
 
 
 def require_sse_tokens(obs: Observed, parser: SSEParser, tokens: list[str]) -> None:
@@ -62,7 +66,9 @@ def require_sse_tokens(obs: Observed, parser: SSEParser, tokens: list[str]) -> N
 def require_paced(ctx: CaseContext, events: list[SSEMessage], produced_at: list[float], what: str = "token") -> str:
     """Each event arrived before the next token was produced (server clock = client
     clock on Linux). Returns a summary of the margins."""
-    require(len(produced_at) >= len(events), f"the server logged {len(produced_at)} tokens, the client got {len(events)}")
+    require(
+        len(produced_at) >= len(events), f"the server logged {len(produced_at)} tokens, the client got {len(events)}"
+    )
     margins = []
     for i in range(len(events) - 1):
         t_arrive = events[i].t

@@ -308,8 +308,19 @@ def observe_h1(resp: H1Response) -> Observed:
     """An :class:`Observed` from an HTTP/1.x response."""
     enc = resp.header(b"content-encoding")
     decoded, err = decode_chunks(resp.chunks, enc.decode("latin-1") if enc else None)
-    return Observed("h1", resp.status, resp.headers, list(resp.chunks), decoded, resp.complete,
-                    resp.t_request, resp.t_headers, resp.t_end, resp, err)
+    return Observed(
+        "h1",
+        resp.status,
+        resp.headers,
+        list(resp.chunks),
+        decoded,
+        resp.complete,
+        resp.t_request,
+        resp.t_headers,
+        resp.t_end,
+        resp,
+        err,
+    )
 
 
 def observe_h2(stream: H2Stream) -> Observed:
@@ -318,12 +329,24 @@ def observe_h2(stream: H2Stream) -> Observed:
     chunks = stream.chunks
     decoded, err = decode_chunks(chunks, enc.decode("latin-1") if enc else None)
     complete = stream.ended and stream.reset_by_server is None
-    return Observed("h2", stream.status, stream.headers, chunks, decoded, complete,
-                    stream.t_request, stream.t_headers, stream.t_end, stream, err)
+    return Observed(
+        "h2",
+        stream.status,
+        stream.headers,
+        chunks,
+        decoded,
+        complete,
+        stream.t_request,
+        stream.t_headers,
+        stream.t_end,
+        stream,
+        err,
+    )
 
 
-def fetch(ctx: CaseContext, path: str, accept: str | None = SSE, *, method: str | None = None,
-          timeout: float | None = None) -> Observed:
+def fetch(
+    ctx: CaseContext, path: str, accept: str | None = SSE, *, method: str | None = None, timeout: float | None = None
+) -> Observed:
     """One request on a new connection, read to the end; raises Fail if it does not end."""
     target = ctx.target
     timeout = timeout or ctx.timing.request_timeout

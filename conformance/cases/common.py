@@ -28,8 +28,10 @@ def _stream_kw(ctx: CaseContext, **extra: object) -> dict[str, object]:
 
 
 # ---------------------------------------------------------------- headers
-@case("headers", "status and headers: negotiated Content-Type, no Content-Length, chunked (h1), "
-      "Cache-Control, X-Accel-Buffering")
+@case(
+    "headers",
+    "status and headers: negotiated Content-Type, no Content-Length, chunked (h1), Cache-Control, X-Accel-Buffering",
+)
 def headers(ctx: CaseContext) -> str:
     """One request per format; every response must carry the streaming headers."""
     formats = [(SSE, "text/event-stream"), (NDJSON, "application/x-ndjson"), (TEXT, "text/plain")]
@@ -43,11 +45,20 @@ def headers(ctx: CaseContext) -> str:
         if media is not None:
             require(obs.media_type == media, f"{what}: Content-Type {obs.header('content-type')!r}, expected {media}")
         else:
-            require(obs.media_type in ("text/event-stream", "application/x-ndjson", "application/jsonl",
-                                       "application/json-seq", "text/plain"),
-                    f"Content-Type {obs.header('content-type')!r} is not a streaming type")
-        require(obs.header("content-length") is None,
-                f"{what}: Content-Length {obs.header('content-length')} on a stream")
+            require(
+                obs.media_type
+                in (
+                    "text/event-stream",
+                    "application/x-ndjson",
+                    "application/jsonl",
+                    "application/json-seq",
+                    "text/plain",
+                ),
+                f"Content-Type {obs.header('content-type')!r} is not a streaming type",
+            )
+        require(
+            obs.header("content-length") is None, f"{what}: Content-Length {obs.header('content-length')} on a stream"
+        )
         if obs.protocol == "h1":
             te = (obs.header("transfer-encoding") or "").lower()
             require("chunked" in te, f"{what}: Transfer-Encoding {te!r}, expected chunked", fault=FAULT_SERVER)
@@ -62,10 +73,14 @@ def headers(ctx: CaseContext) -> str:
             # check that the app sent it by asking the upstream directly.
             require(xab is None, f"{what}: nginx passed X-Accel-Buffering through ({xab!r})")
             upstream = _upstream_header(ctx, ctx.path(n=2, interval="0.01"), accept, "x-accel-buffering")
-            require(upstream in ("no", None) if ctx.target.hooks is None else upstream == "no",
-                    f"{what}: the app's response to nginx has X-Accel-Buffering {upstream!r}, expected 'no'")
-            notes.append(f"{media or obs.media_type}: ok (X-Accel-Buffering: no sent upstream and consumed by nginx, "
-                         f"Content-Encoding {obs.header('content-encoding')})")
+            require(
+                upstream in ("no", None) if ctx.target.hooks is None else upstream == "no",
+                f"{what}: the app's response to nginx has X-Accel-Buffering {upstream!r}, expected 'no'",
+            )
+            notes.append(
+                f"{media or obs.media_type}: ok (X-Accel-Buffering: no sent upstream and consumed by nginx, "
+                f"Content-Encoding {obs.header('content-encoding')})"
+            )
         else:
             require(xab == "no", f"{what}: X-Accel-Buffering {xab!r}, expected 'no'")
             notes.append(f"{media or obs.media_type}: ok")
@@ -97,48 +112,76 @@ def _per_token(ctx: CaseContext, mode: str) -> str:
         # Production times are unknown here: events made back to back (a finish chunk and
         # [DONE]) may share a chunk, but most chunks must carry exactly one event.
         partial = [i for i, (e, c) in enumerate(counts) if e == 0 and c == 0]
-        require(not partial, f"{unit}s {partial} carried part of an event: {obs.describe_chunks()}", fault=wire_fault(ctx))
+        require(
+            not partial, f"{unit}s {partial} carried part of an event: {obs.describe_chunks()}", fault=wire_fault(ctx)
+        )
         carrying = [e for e, _ in counts if e]
         merged = [e for e in carrying[:-1] if e > 1]
-        require(len(carrying) >= 2, f"all {len(parser.events)} events arrived in one {unit} (buffered)",
-                fault=wire_fault(ctx))
-        require(len(merged) <= 0.2 * max(1, len(carrying) - 1),
-                f"{len(merged)} of {len(carrying)} {unit}s carried several events ({'/'.join(map(str, carrying))}): "
-                f"tokens are merged, not flushed one by one", fault=wire_fault(ctx))
+        require(
+            len(carrying) >= 2,
+            f"all {len(parser.events)} events arrived in one {unit} (buffered)",
+            fault=wire_fault(ctx),
+        )
+        require(
+            len(merged) <= 0.2 * max(1, len(carrying) - 1),
+            f"{len(merged)} of {len(carrying)} {unit}s carried several events ({'/'.join(map(str, carrying))}): "
+            f"tokens are merged, not flushed one by one",
+            fault=wire_fault(ctx),
+        )
         spread = parser.events[-1].t - parser.events[0].t  # type: ignore[operator]
-        return (f"{len(parser.events)} events in {len(carrying)} {unit}s ({'/'.join(map(str, carrying))} events each), "
-                f"spread over {spread * 1000:.0f} ms")
+        return (
+            f"{len(parser.events)} events in {len(carrying)} {unit}s ({'/'.join(map(str, carrying))} events each), "
+            f"spread over {spread * 1000:.0f} ms"
+        )
     require_sse_tokens(obs, parser, expected_tokens(n))
     require_one_event_per_chunk(ctx, obs, counts)
     if ctx.target.hooks is None:
         # No server clock to compare with: the arrival gaps must show the pacing.
         gaps = [b.t - a.t for a, b in zip(parser.events, parser.events[1:])]  # type: ignore[operator]
-        require(min(gaps) >= 0.5 * ctx.timing.iv,
-                f"tokens produced {ctx.timing.iv * 1000:.0f} ms apart arrived with gaps of "
-                f"{'/'.join(f'{g * 1000:.0f}' for g in gaps)} ms", fault=wire_fault(ctx))
-        return f"{n} tokens in {len(obs.decoded)} {unit}s, one each, gaps {'/'.join(f'{g * 1000:.0f}' for g in gaps)} ms"
+        require(
+            min(gaps) >= 0.5 * ctx.timing.iv,
+            f"tokens produced {ctx.timing.iv * 1000:.0f} ms apart arrived with gaps of "
+            f"{'/'.join(f'{g * 1000:.0f}' for g in gaps)} ms",
+            fault=wire_fault(ctx),
+        )
+        return (
+            f"{n} tokens in {len(obs.decoded)} {unit}s, one each, gaps {'/'.join(f'{g * 1000:.0f}' for g in gaps)} ms"
+        )
     log = ctx.server_logs([label], until=lambda v: v.get("ended_at") is not None)[label]
     paced = require_paced(ctx, parser.events, log.get("produced_at") or [])
     return f"{n} tokens in {len(obs.decoded)} {unit}s, one each; {paced}"
 
 
-@case("per-token", "each token in its own chunk / DATA frame, arriving before the next is produced "
-      "(async generator)", timing=True)
+@case(
+    "per-token",
+    "each token in its own chunk / DATA frame, arriving before the next is produced (async generator)",
+    timing=True,
+)
 def per_token(ctx: CaseContext) -> str:
     """Per-token flush with an async generator."""
     return _per_token(ctx, "async")
 
 
-@case("per-token-sync", "the same with a sync generator (driven on its worker thread)",
-      needs_app=True, needs_hooks=True, timing=True)
+@case(
+    "per-token-sync",
+    "the same with a sync generator (driven on its worker thread)",
+    needs_app=True,
+    needs_hooks=True,
+    timing=True,
+)
 def per_token_sync(ctx: CaseContext) -> str:
     """Per-token flush with a sync generator."""
     return _per_token(ctx, "sync")
 
 
 # ---------------------------------------------------------------- coalescing
-@case("coalesce", "Coalesce policy: fewer, larger chunks, each token on the wire within max_delay",
-      needs_app=True, needs_hooks=True, timing=True)
+@case(
+    "coalesce",
+    "Coalesce policy: fewer, larger chunks, each token on the wire within max_delay",
+    needs_app=True,
+    needs_hooks=True,
+    timing=True,
+)
 def coalesce(ctx: CaseContext) -> str:
     """12 tokens 50 ms apart, Coalesce(max_delay=250 ms)."""
     n = 12
@@ -146,24 +189,30 @@ def coalesce(ctx: CaseContext) -> str:
     max_delay = ctx.timing.s(ctx.timing.max_delay)
     slack = ctx.timing.s(0.2)
     label = ctx.label()
-    obs = fetch(ctx, ctx.path(n=n, interval=f"{iv:.3f}", flush="coalesce", max_delay=f"{max_delay:.3f}",
-                              label=label), SSE)
+    obs = fetch(
+        ctx, ctx.path(n=n, interval=f"{iv:.3f}", flush="coalesce", max_delay=f"{max_delay:.3f}", label=label), SSE
+    )
     parser, counts = events_by_chunk(obs)
     require_sse_tokens(obs, parser, expected_tokens(n))
     per_chunk = [e for e, _ in counts if e]
-    require(len(per_chunk) <= n // 2,
-            f"{len(per_chunk)} chunks for {n} tokens: not coalesced ({obs.describe_chunks()})")
+    require(
+        len(per_chunk) <= n // 2, f"{len(per_chunk)} chunks for {n} tokens: not coalesced ({obs.describe_chunks()})"
+    )
     require(max(per_chunk) >= 2, f"no chunk carried more than one event: {per_chunk}")
     log = ctx.server_logs([label], until=lambda v: v.get("ended_at") is not None)[label]
     produced = log.get("produced_at") or []
     require(len(produced) >= n, f"server logged {len(produced)} tokens")
     worst = max(e.t - p for e, p in zip(parser.events, produced))  # type: ignore[operator]
-    require(worst <= max_delay + slack,
-            f"a token waited {worst * 1000:.0f} ms to reach the wire (max_delay {max_delay * 1000:.0f} ms + "
-            f"{slack * 1000:.0f} ms slack; latencies {latencies(parser.events, produced)})",
-            fault=wire_fault(ctx))
-    return (f"{n} tokens in {len(per_chunk)} chunks ({'/'.join(map(str, per_chunk))} events), "
-            f"worst token latency {worst * 1000:.0f} ms ≤ {max_delay * 1000:.0f} ms + slack")
+    require(
+        worst <= max_delay + slack,
+        f"a token waited {worst * 1000:.0f} ms to reach the wire (max_delay {max_delay * 1000:.0f} ms + "
+        f"{slack * 1000:.0f} ms slack; latencies {latencies(parser.events, produced)})",
+        fault=wire_fault(ctx),
+    )
+    return (
+        f"{n} tokens in {len(per_chunk)} chunks ({'/'.join(map(str, per_chunk))} events), "
+        f"worst token latency {worst * 1000:.0f} ms ≤ {max_delay * 1000:.0f} ms + slack"
+    )
 
 
 # ---------------------------------------------------------------- bodies
@@ -180,8 +229,10 @@ def sse_parse(ctx: CaseContext) -> str:
     require(obs.media_type == "text/event-stream", f"Content-Type {obs.header('content-type')!r}")
     require(parser.replacement_chars == 0, f"{parser.replacement_chars} U+FFFD in the decoded stream")
     require(not parser.ignored_fields, f"fields the spec ignores: {parser.ignored_fields}")
-    require(parser.discarded_at_close is None,
-            f"the stream ended inside an event (data {parser.discarded_at_close!r} never dispatched)")
+    require(
+        parser.discarded_at_close is None,
+        f"the stream ended inside an event (data {parser.discarded_at_close!r} never dispatched)",
+    )
     if ctx.external:
         require(parser.events, "no events")
         return f"{len(parser.events)} events, types {sorted({e.type for e in parser.events})}, nothing left over"
@@ -215,8 +266,10 @@ def ndjson_parse(ctx: CaseContext) -> str:
 
 
 # ---------------------------------------------------------------- UTF-8
-@case("utf8-split", "a multi-byte character split across two bytes tokens decodes with a streaming "
-      "decoder and never shows U+FFFD")
+@case(
+    "utf8-split",
+    "a multi-byte character split across two bytes tokens decodes with a streaming decoder and never shows U+FFFD",
+)
 def utf8_split(ctx: CaseContext) -> str:
     """``/utf8`` yields ``b"\\xf0\\x9f"`` then ``b"\\x98\\x80"`` (and a split é)."""
     if ctx.external:
@@ -245,8 +298,12 @@ def utf8_split(ctx: CaseContext) -> str:
 
 
 # ---------------------------------------------------------------- keepalive
-@case("keepalive", "keepalive comments after the idle interval (own chunk / DATA frame), never while "
-      "tokens flow", needs_app=True, timing=True)
+@case(
+    "keepalive",
+    "keepalive comments after the idle interval (own chunk / DATA frame), never while tokens flow",
+    needs_app=True,
+    timing=True,
+)
 def keepalive(ctx: CaseContext) -> str:
     """1 s idle with keepalive 0.3 s, then tokens every 0.1 s."""
     t = ctx.timing
@@ -261,21 +318,32 @@ def keepalive(ctx: CaseContext) -> str:
     during = [c for c in parser.comments if c.t is not None and parser.events[0].t < c.t <= parser.events[-1].t]  # type: ignore[operator]
     require(len(before) >= 2, f"{len(before)} keepalive comments in {idle:.1f} s of silence (keepalive {ka:.2f} s)")
     first = before[0].t - obs.t_request  # type: ignore[operator]
-    require(first >= 0.7 * ka, f"first keepalive after {first * 1000:.0f} ms, before the {ka * 1000:.0f} ms idle interval")
-    require(first <= ka + t.s(0.5), f"first keepalive only after {first * 1000:.0f} ms (interval {ka * 1000:.0f} ms)",
-            fault=wire_fault(ctx))
+    require(
+        first >= 0.7 * ka, f"first keepalive after {first * 1000:.0f} ms, before the {ka * 1000:.0f} ms idle interval"
+    )
+    require(
+        first <= ka + t.s(0.5),
+        f"first keepalive only after {first * 1000:.0f} ms (interval {ka * 1000:.0f} ms)",
+        fault=wire_fault(ctx),
+    )
     require(not during, f"{len(during)} keepalive comments while tokens flowed every {t.iv * 1000:.0f} ms")
     mixed = [i for i, (e, c) in enumerate(counts) if c and e]
     require(not mixed, f"chunks {mixed} mixed keepalive comments and events")
     unit = "DATA frames" if obs.protocol == "h2" else "chunks"
     gaps = [b.t - a.t for a, b in zip(before, before[1:])]  # type: ignore[operator]
-    return (f"{len(before)} keepalive comments in their own {unit} during {idle:.1f} s idle, first at "
-            f"+{first * 1000:.0f} ms, then every {'/'.join(f'{g * 1000:.0f}' for g in gaps)} ms; none among {n} tokens")
+    return (
+        f"{len(before)} keepalive comments in their own {unit} during {idle:.1f} s idle, first at "
+        f"+{first * 1000:.0f} ms, then every {'/'.join(f'{g * 1000:.0f}' for g in gaps)} ms; none among {n} tokens"
+    )
 
 
 # ---------------------------------------------------------------- disconnect
-@case("client-close-cancel", "client closes mid-stream → the server-side generator (async and sync) is "
-      "cancelled within the budget", needs_app=True, needs_hooks=True)
+@case(
+    "client-close-cancel",
+    "client closes mid-stream → the server-side generator (async and sync) is cancelled within the budget",
+    needs_app=True,
+    needs_hooks=True,
+)
 def client_close_cancel(ctx: CaseContext) -> str:
     """Two long streams; after two tokens each the client resets the connection."""
     n = 50
@@ -349,9 +417,14 @@ def head(ctx: CaseContext) -> str:
         c.request("GET", path, headers=headers)
         try:
             resp2 = c.read_response(deadline=time.monotonic() + ctx.timing.request_timeout)
-        except Exception as exc:  # noqa: BLE001 - a body after HEAD shows up here
-            raise Fail(f"GET after HEAD on the same connection failed: {exc} "
-                       f"(stray bytes after the HEAD response?)", fault=FAULT_SERVER) from exc
-        require(resp2.status == 200 and resp2.complete and resp2.body,
-                f"GET after HEAD: status {resp2.status}, complete {resp2.complete}", fault=FAULT_SERVER)
+        except Exception as exc:
+            raise Fail(
+                f"GET after HEAD on the same connection failed: {exc} (stray bytes after the HEAD response?)",
+                fault=FAULT_SERVER,
+            ) from exc
+        require(
+            resp2.status == 200 and resp2.complete and resp2.body,
+            f"GET after HEAD: status {resp2.status}, complete {resp2.complete}",
+            fault=FAULT_SERVER,
+        )
         return f"HEAD {resp.status}, Content-Type {resp.header('content-type')!r}, no body; GET on the same connection fine"

@@ -20,9 +20,11 @@ def _one_per_chunk_but_the_tail(ctx: CaseContext, obs: Observed, counts: list[tu
     (last token, finish chunk, [DONE]): produced back to back, an HTTP/2 server may
     put them in one DATA frame."""
     require_one_event_per_chunk(ctx, obs, counts[:-1])
-    require(len(counts) >= 2 and counts[-1][0] <= 3,
-            f"the last chunk carried {counts[-1][0] if counts else 0} events: {obs.describe_chunks()}",
-            fault=wire_fault(ctx))
+    require(
+        len(counts) >= 2 and counts[-1][0] <= 3,
+        f"the last chunk carried {counts[-1][0] if counts else 0} events: {obs.describe_chunks()}",
+        fault=wire_fault(ctx),
+    )
 
 
 def _post(ctx: CaseContext) -> Observed:
@@ -39,8 +41,13 @@ def _post(ctx: CaseContext) -> Observed:
         return observe_h1(c.read_response(deadline=time.monotonic() + timeout))
 
 
-@case("demo-generate", "the bundled demo app's /demo/generate (paced mode) streams SSE, one event per "
-      "chunk / DATA frame (the closing events may share the last)", needs_app=True, needs_demo=True)
+@case(
+    "demo-generate",
+    "the bundled demo app's /demo/generate (paced mode) streams SSE, one event per "
+    "chunk / DATA frame (the closing events may share the last)",
+    needs_app=True,
+    needs_demo=True,
+)
 def demo_generate(ctx: CaseContext) -> str:
     """POST /demo/generate with Accept: text/event-stream."""
     obs = _post(ctx)
@@ -60,8 +67,13 @@ CHAT_PATH = "/demo/v1/chat/completions"
 CHAT_BODY = {"model": "paced", "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 8, "stream": True}
 
 
-@case("demo-openai-chat", "the demo app's OpenAI-compatible /v1/chat/completions stream: chunk objects "
-      "with choices[0].delta, one per chunk / DATA frame, then data: [DONE]", needs_app=True, needs_demo=True)
+@case(
+    "demo-openai-chat",
+    "the demo app's OpenAI-compatible /v1/chat/completions stream: chunk objects "
+    "with choices[0].delta, one per chunk / DATA frame, then data: [DONE]",
+    needs_app=True,
+    needs_demo=True,
+)
 def demo_openai_chat(ctx: CaseContext) -> str:
     """POST /demo/v1/chat/completions with ``stream: true``."""
     body = json.dumps(CHAT_BODY).encode()
@@ -93,5 +105,7 @@ def demo_openai_chat(ctx: CaseContext) -> str:
         deltas.append(obj["choices"][0].get("delta", {}).get("content") or "")
     _one_per_chunk_but_the_tail(ctx, obs, counts)
     text = "".join(deltas)
-    return (f"{len(data) - 1} chunk objects then [DONE], one event per chunk (closing ones: {counts[-1][0]} in the "
-            f"last); text {text[:40]!r}")
+    return (
+        f"{len(data) - 1} chunk objects then [DONE], one event per chunk (closing ones: {counts[-1][0]} in the "
+        f"last); text {text[:40]!r}"
+    )

@@ -14,15 +14,17 @@ from .base import FAULT_SERVER, SSE, CaseContext, Fail, ServerFault, fetch, obse
 H1 = ("h1",)
 
 
-@case("h1-zero-chunk", "the body ends with the terminating zero-length chunk, right after the last token",
-      protocols=H1)
+@case("h1-zero-chunk", "the body ends with the terminating zero-length chunk, right after the last token", protocols=H1)
 def zero_chunk(ctx: CaseContext) -> str:
     """Chunked framing closes properly (a truncated body has no ``0\\r\\n\\r\\n``)."""
     obs = fetch(ctx, ctx.path(n=3, interval=f"{ctx.timing.iv:.3f}"), SSE)
     resp = obs.raw
     require(resp.chunked, f"not chunked (Transfer-Encoding {obs.header('transfer-encoding')!r})", fault=FAULT_SERVER)  # type: ignore[union-attr]
-    require(obs.complete and resp.trailing_zero_chunk_seen,  # type: ignore[union-attr]
-            f"no terminating chunk: the body ends with {bytes(resp.raw[-24:])!r}", fault=FAULT_SERVER)  # type: ignore[union-attr]
+    require(
+        obs.complete and resp.trailing_zero_chunk_seen,  # type: ignore[union-attr]
+        f"no terminating chunk: the body ends with {bytes(resp.raw[-24:])!r}",
+        fault=FAULT_SERVER,
+    )  # type: ignore[union-attr]
     tail = bytes(resp.raw[-7:])  # type: ignore[union-attr]
     require(tail.endswith(b"0\r\n\r\n"), f"body tail {tail!r}", fault=FAULT_SERVER)
     require(obs.chunks, "no chunks before the terminator")
@@ -31,8 +33,12 @@ def zero_chunk(ctx: CaseContext) -> str:
     return f"{len(obs.chunks)} data chunks, then 0\\r\\n\\r\\n {lag * 1000:.1f} ms after the last"
 
 
-@case("h1-http10", "an HTTP/1.0 request gets a close-delimited body, still streamed token by token",
-      protocols=H1, timing=True)
+@case(
+    "h1-http10",
+    "an HTTP/1.0 request gets a close-delimited body, still streamed token by token",
+    protocols=H1,
+    timing=True,
+)
 def http10(ctx: CaseContext) -> str:
     """No chunked coding for a 1.0 client: the server must close to end the body."""
     label = ctx.label()
@@ -43,12 +49,16 @@ def http10(ctx: CaseContext) -> str:
         try:
             resp = c.read_response(deadline=time.monotonic() + ctx.timing.request_timeout)
         except TimeoutError as exc:
-            raise Fail(f"HTTP/1.0 response did not end (server kept the connection open?): {exc}",
-                       fault=FAULT_SERVER) from exc
+            raise Fail(
+                f"HTTP/1.0 response did not end (server kept the connection open?): {exc}", fault=FAULT_SERVER
+            ) from exc
     obs = observe_h1(resp)
     te = obs.header("transfer-encoding")
-    require(not te or "chunked" not in te.lower(), "chunked Transfer-Encoding sent to an HTTP/1.0 client",
-            fault=FAULT_SERVER)
+    require(
+        not te or "chunked" not in te.lower(),
+        "chunked Transfer-Encoding sent to an HTTP/1.0 client",
+        fault=FAULT_SERVER,
+    )
     require(obs.header("content-length") is None, "Content-Length on a stream")
     require(resp.server_closed, "the server did not close the connection to end the body", fault=FAULT_SERVER)
     parser = obs.sse()
@@ -60,12 +70,15 @@ def http10(ctx: CaseContext) -> str:
         return f"HTTP/{resp.http_version} {resp.status}, body ended by close; {n} tokens in {len(obs.chunks)} reads"
     log = ctx.server_logs([label], until=lambda v: v.get("ended_at") is not None)[label]
     paced = require_paced(ctx, parser.events, log.get("produced_at") or [])
-    return (f"HTTP/{resp.http_version} {resp.status} without Transfer-Encoding/Content-Length, body ended by close; "
-            f"{n} tokens {paced}")
+    return (
+        f"HTTP/{resp.http_version} {resp.status} without Transfer-Encoding/Content-Length, body ended by close; "
+        f"{n} tokens {paced}"
+    )
 
 
-@case("h1-keepalive-reuse", "a second request on the same keep-alive connection works after a stream ends",
-      protocols=H1)
+@case(
+    "h1-keepalive-reuse", "a second request on the same keep-alive connection works after a stream ends", protocols=H1
+)
 def keepalive_reuse(ctx: CaseContext) -> str:
     """Two streams, one connection."""
     path = ctx.path(n=3, interval="0.01")
@@ -77,17 +90,29 @@ def keepalive_reuse(ctx: CaseContext) -> str:
                 resp = c.read_response(deadline=time.monotonic() + ctx.timing.request_timeout)
             except (H1Error, TimeoutError) as exc:
                 raise Fail(f"request {i + 1} on the reused connection failed: {exc}", fault=FAULT_SERVER) from exc
-            require(resp.status == 200 and resp.complete, f"request {i + 1}: status {resp.status}, complete {resp.complete}")
+            require(
+                resp.status == 200 and resp.complete, f"request {i + 1}: status {resp.status}, complete {resp.complete}"
+            )
             conn = (resp.header("connection") or b"").lower()
-            require(i == 1 or (conn != b"close" and not resp.server_closed),
-                    f"the server closed the connection after the stream (Connection: {conn!r})", fault=FAULT_SERVER)
+            require(
+                i == 1 or (conn != b"close" and not resp.server_closed),
+                f"the server closed the connection after the stream (Connection: {conn!r})",
+                fault=FAULT_SERVER,
+            )
             bodies.append(observe_h1(resp).body)
-    require(bodies[0] and bodies[0] == bodies[1] or ctx.external, "the two streams differ")
+    require((bodies[0] and bodies[0] == bodies[1]) or ctx.external, "the two streams differ")
     return f"2 streams of {len(bodies[0])} bytes on one connection"
 
 
-@case("h1-slow-reader", "a reader that stops reading (small SO_RCVBUF): server memory stays bounded and "
-      "the stream ends by its send timeout", protocols=H1, needs_app=True, needs_hooks=True, heavy=True)
+@case(
+    "h1-slow-reader",
+    "a reader that stops reading (small SO_RCVBUF): server memory stays bounded and "
+    "the stream ends by its send timeout",
+    protocols=H1,
+    needs_app=True,
+    needs_hooks=True,
+    heavy=True,
+)
 def slow_reader(ctx: CaseContext) -> str:
     """A fast endless producer of 1 KiB tokens; the client reads a little, then stops."""
     t = ctx.timing
@@ -96,8 +121,11 @@ def slow_reader(ctx: CaseContext) -> str:
     rss0 = ctx.server_rss()
     c = ctx.target.h1(rcvbuf=4096)
     try:
-        c.request("GET", ctx.path(n=0, interval=0, size=1024, send_timeout=f"{send_timeout:.3f}", label=label),
-                  headers=ctx.headers(SSE))
+        c.request(
+            "GET",
+            ctx.path(n=0, interval=0, size=1024, send_timeout=f"{send_timeout:.3f}", label=label),
+            headers=ctx.headers(SSE),
+        )
         resp = c.read_chunks(4, deadline=time.monotonic() + t.request_timeout)
         received = len(resp.raw)
         t_stop = time.monotonic()
@@ -122,13 +150,18 @@ def slow_reader(ctx: CaseContext) -> str:
     growth = rss_max - rss0
     mib = 1 << 20
     require(growth <= 48 * mib, f"server RSS grew by {growth / mib:.1f} MiB while the client did not read")
-    require(in_flight <= 16 * mib,
-            f"{in_flight / mib:.1f} MiB produced beyond what the client read: the producer was not held back")
+    require(
+        in_flight <= 16 * mib,
+        f"{in_flight / mib:.1f} MiB produced beyond what the client read: the producer was not held back",
+    )
     fin = log.get("finally_at")
     cancelled_at = log.get("cancelled_at")
     if log.get("ended_at") is None and log.get("cancel_reason") == "send_timeout" and cancelled_at is not None:
-        closed = (f"its generator was closed {fin - t_stop:.1f} s after the client stopped reading"
-                  if fin is not None else "its generator is not closed yet")
+        closed = (
+            f"its generator was closed {fin - t_stop:.1f} s after the client stopped reading"
+            if fin is not None
+            else "its generator is not closed yet"
+        )
         raise ServerFault(
             f"the app's send timeout fired {cancelled_at - t_stop:.1f} s after the client stopped reading (its "
             f"CancelToken is set, {closed}, {produced / mib:.2f} MiB produced, RSS +{growth / mib:.1f} MiB), but the "
@@ -136,23 +169,33 @@ def slow_reader(ctx: CaseContext) -> str:
             f"later and does not yield to "
             f"cancellation (hypercorn's trio worker shields socket writes: hypercorn/trio/tcp_server.py "
             f"protocol_send); the stream ends only when the client goes away"
-            if "trio" in ctx.target.server else
-            f"the app's send timeout fired {cancelled_at - t_stop:.1f} s after the client stopped reading, but the "
+            if "trio" in ctx.target.server
+            else f"the app's send timeout fired {cancelled_at - t_stop:.1f} s after the client stopped reading, but the "
             f"server's send() stayed blocked for {time.monotonic() - cancelled_at:.0f} s and did not yield to cancellation"
         )
     if fin is None:
-        raise Fail(f"stream still running {limit:.0f} s after the client stopped reading "
-                   f"({produced / mib:.1f} MiB produced, outcome {log.get('outcome')})")
-    require(log.get("outcome") == "timed_out" and log.get("cancel_reason") == "send_timeout",
-            f"ended with outcome {log.get('outcome')!r}, reason {log.get('cancel_reason')!r}; expected the send timeout")
+        raise Fail(
+            f"stream still running {limit:.0f} s after the client stopped reading "
+            f"({produced / mib:.1f} MiB produced, outcome {log.get('outcome')})"
+        )
+    require(
+        log.get("outcome") == "timed_out" and log.get("cancel_reason") == "send_timeout",
+        f"ended with outcome {log.get('outcome')!r}, reason {log.get('cancel_reason')!r}; expected the send timeout",
+    )
     took = fin - t_stop
-    return (f"producer held back: {produced / mib:.2f} MiB produced, {received / 1024:.0f} KiB read, "
-            f"RSS +{growth / mib:.1f} MiB; ended by send_timeout ({send_timeout:.1f} s) {took:.1f} s after the "
-            f"client stopped reading")
+    return (
+        f"producer held back: {produced / mib:.2f} MiB produced, {received / 1024:.0f} KiB read, "
+        f"RSS +{growth / mib:.1f} MiB; ended by send_timeout ({send_timeout:.1f} s) {took:.1f} s after the "
+        f"client stopped reading"
+    )
 
 
-@case("h1-half-close", "a client that half-closes (FIN after the request): the stream completes, or the "
-      "server treats it as a disconnect and the generator is cancelled", protocols=H1)
+@case(
+    "h1-half-close",
+    "a client that half-closes (FIN after the request): the stream completes, or the "
+    "server treats it as a disconnect and the generator is cancelled",
+    protocols=H1,
+)
 def half_close(ctx: CaseContext) -> str:
     """SHUT_WR right after the request; then keep reading."""
     label = ctx.label()
@@ -166,8 +209,11 @@ def half_close(ctx: CaseContext) -> str:
         try:
             resp = c.read_response(deadline=time.monotonic() + ctx.timing.request_timeout)
         except TimeoutError as exc:
-            raise Fail(f"after the half-close the server neither finished nor closed within "
-                       f"{ctx.timing.request_timeout:.0f} s: {exc}", fault=FAULT_SERVER) from exc
+            raise Fail(
+                f"after the half-close the server neither finished nor closed within "
+                f"{ctx.timing.request_timeout:.0f} s: {exc}",
+                fault=FAULT_SERVER,
+            ) from exc
         except H1Error as exc:
             error = str(exc)
             resp = c.response  # type: ignore[assignment]
@@ -187,5 +233,7 @@ def half_close(ctx: CaseContext) -> str:
     if not log:
         return "the server closed the connection at the FIN before the app saw the request"
     note = cancelled_in_budget(ctx, log, t_fin, "generator")
-    return (f"the server treats a half-close as a disconnect (closed after {(t_seen - t_fin) * 1000:.0f} ms, "
-            f"{len(obs.chunks)} chunks); {note}")
+    return (
+        f"the server treats a half-close as a disconnect (closed after {(t_seen - t_fin) * 1000:.0f} ms, "
+        f"{len(obs.chunks)} chunks); {note}"
+    )

@@ -16,8 +16,7 @@ H2 = ("h2",)
 CONNECTION_SPECIFIC = {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
 
 
-@case("h2-no-connection-headers", "no connection-specific header fields on HTTP/2 (RFC 9113 §8.2.2)",
-      protocols=H2)
+@case("h2-no-connection-headers", "no connection-specific header fields on HTTP/2 (RFC 9113 §8.2.2)", protocols=H2)
 def no_connection_headers(ctx: CaseContext) -> str:
     """Response header block: lower-case names, only ``:status``, no hop-by-hop fields."""
     obs = fetch(ctx, ctx.path(n=2, interval="0.01"), SSE)
@@ -29,19 +28,24 @@ def no_connection_headers(ctx: CaseContext) -> str:
     require(not bad, f"connection-specific fields: {bad}", fault=FAULT_SERVER)
     require(not te, f"TE other than trailers: {te}", fault=FAULT_SERVER)
     require(not upper, f"upper-case field names: {upper}", fault=FAULT_SERVER)
-    require(pseudo == [":status"] and names[0] == b":status", f"pseudo-headers {pseudo} (must be :status, first)",
-            fault=FAULT_SERVER)
+    require(
+        pseudo == [":status"] and names[0] == b":status",
+        f"pseudo-headers {pseudo} (must be :status, first)",
+        fault=FAULT_SERVER,
+    )
     return f"{len(names)} fields, none connection-specific: {', '.join(k.decode() for k in names)}"
 
 
-@case("h2-end-stream", "END_STREAM ends the stream right after the last token (no RST_STREAM)",
-      protocols=H2)
+@case("h2-end-stream", "END_STREAM ends the stream right after the last token (no RST_STREAM)", protocols=H2)
 def end_stream(ctx: CaseContext) -> str:
     """The last frame carries END_STREAM."""
     obs = fetch(ctx, ctx.path(n=3, interval=f"{ctx.timing.iv:.3f}"), SSE)
     st = obs.raw
-    require(st.reset_by_server is None, f"the server reset the stream (error code {st.reset_by_server})",  # type: ignore[union-attr]
-            fault=FAULT_SERVER)
+    require(
+        st.reset_by_server is None,
+        f"the server reset the stream (error code {st.reset_by_server})",  # type: ignore[union-attr]
+        fault=FAULT_SERVER,
+    )
     require(st.ended, "no END_STREAM", fault=FAULT_SERVER)  # type: ignore[union-attr]
     require(obs.chunks, "no DATA")
     lag = (obs.t_end or 0) - obs.chunks[-1].t
@@ -51,8 +55,12 @@ def end_stream(ctx: CaseContext) -> str:
     return f"{len(obs.chunks)} DATA frames; END_STREAM on {how}, {lag * 1000:.1f} ms after the last token"
 
 
-@case("h2-concurrent", "several concurrent streams on one connection interleave and all complete",
-      protocols=H2, timing=True)
+@case(
+    "h2-concurrent",
+    "several concurrent streams on one connection interleave and all complete",
+    protocols=H2,
+    timing=True,
+)
 def concurrent(ctx: CaseContext) -> str:
     """Three paced streams at once."""
     n = 6
@@ -73,24 +81,41 @@ def concurrent(ctx: CaseContext) -> str:
     for a, (a0, _) in spans.items():
         for b, (_, b1) in spans.items():
             if a != b:
-                require(a0 < b1, f"stream {a} started only after stream {b} finished: frame order {order}",
-                        fault=FAULT_SERVER)
+                require(
+                    a0 < b1,
+                    f"stream {a} started only after stream {b} finished: frame order {order}",
+                    fault=FAULT_SERVER,
+                )
     switches = sum(1 for x, y in zip(order, order[1:]) if x != y)
-    return f"3 streams × {n} tokens on one connection, frame order {','.join(map(str, order[:12]))}… ({switches} switches)"
+    return (
+        f"3 streams × {n} tokens on one connection, frame order {','.join(map(str, order[:12]))}… ({switches} switches)"
+    )
 
 
-@case("h2-rst-cancel", "RST_STREAM(CANCEL) on one stream cancels only that stream's generator; the others "
-      "complete", protocols=H2)
+@case(
+    "h2-rst-cancel",
+    "RST_STREAM(CANCEL) on one stream cancels only that stream's generator; the others complete",
+    protocols=H2,
+)
 def rst_cancel(ctx: CaseContext) -> str:
     """Three streams; the middle one is reset after two tokens."""
     n = 12
     labels = [ctx.label(x) for x in "abc"]
     with ctx.target.h2() as c:
-        streams = [c.request(ctx.method(), ctx.path(n=n, interval=f"{ctx.timing.iv:.3f}", label=lab),
-                             headers=ctx.headers(SSE), body=ctx.body()) for lab in labels]
+        streams = [
+            c.request(
+                ctx.method(),
+                ctx.path(n=n, interval=f"{ctx.timing.iv:.3f}", label=lab),
+                headers=ctx.headers(SSE),
+                body=ctx.body(),
+            )
+            for lab in labels
+        ]
         victim = streams[1]
-        require(c.run_until(lambda: len(victim.chunks) >= 2, timeout=ctx.timing.request_timeout),
-                "the stream to cancel did not start")
+        require(
+            c.run_until(lambda: len(victim.chunks) >= 2, timeout=ctx.timing.request_timeout),
+            "the stream to cancel did not start",
+        )
         t_rst = time.monotonic()
         c.cancel(victim.stream_id)
         others = [s.stream_id for s in streams if s is not victim]
@@ -118,13 +143,19 @@ def rst_cancel(ctx: CaseContext) -> str:
         if s is victim:
             continue
         log = logs[lab]
-        require(log.get("outcome") == "completed" and log.get("finally_reason") == "exhausted",
-                f"stream {s.stream_id} ended as {log.get('outcome')!r} ({log.get('cancel_reason')}) on the server")
+        require(
+            log.get("outcome") == "completed" and log.get("finally_reason") == "exhausted",
+            f"stream {s.stream_id} ended as {log.get('outcome')!r} ({log.get('cancel_reason')}) on the server",
+        )
     return f"{evidence}; streams {others} completed ({n} tokens each)"
 
 
-@case("h2-flow-control", "tiny SETTINGS_INITIAL_WINDOW_SIZE: the server never exceeds the window and the "
-      "stream completes as WINDOW_UPDATEs arrive", protocols=H2)
+@case(
+    "h2-flow-control",
+    "tiny SETTINGS_INITIAL_WINDOW_SIZE: the server never exceeds the window and the "
+    "stream completes as WINDOW_UPDATEs arrive",
+    protocols=H2,
+)
 def flow_control(ctx: CaseContext) -> str:
     """A 16-byte stream window granted 16 bytes at a time."""
     window = 16
@@ -141,8 +172,10 @@ def flow_control(ctx: CaseContext) -> str:
         deadline = time.monotonic() + ctx.timing.request_timeout * 2
         while not st.closed:
             if time.monotonic() > deadline:
-                raise Fail(f"stream not finished: {len(st.body)} bytes received, {granted} granted, "
-                           f"stalls at {stalls}", fault=FAULT_SERVER)
+                raise Fail(
+                    f"stream not finished: {len(st.body)} bytes received, {granted} granted, stalls at {stalls}",
+                    fault=FAULT_SERVER,
+                )
             # Read until the server goes quiet (held back by the window) or the stream ends.
             while not st.closed and c.pump(quiet):
                 pass
@@ -156,33 +189,49 @@ def flow_control(ctx: CaseContext) -> str:
             granted += step
     except H2Error as exc:
         if c.protocol_error:
-            raise Fail(f"the server broke flow control: {c.protocol_error} (window {window}, granted {granted}, "
-                       f"received {len(st.body)})", fault=FAULT_SERVER) from exc
+            raise Fail(
+                f"the server broke flow control: {c.protocol_error} (window {window}, granted {granted}, "
+                f"received {len(st.body)})",
+                fault=FAULT_SERVER,
+            ) from exc
         raise Fail(f"connection failed: {exc}", fault=FAULT_SERVER) from exc
     finally:
         c.close()
-    require(st.ended and st.reset_by_server is None, f"stream ended by RST_STREAM {st.reset_by_server}",
-            fault=FAULT_SERVER)
-    require(len(stalls) >= 2, f"the server was never held back by the {window}-byte window (stalls {stalls})",
-            fault=FAULT_SERVER)
+    require(
+        st.ended and st.reset_by_server is None, f"stream ended by RST_STREAM {st.reset_by_server}", fault=FAULT_SERVER
+    )
+    require(
+        len(stalls) >= 2,
+        f"the server was never held back by the {window}-byte window (stalls {stalls})",
+        fault=FAULT_SERVER,
+    )
     obs = observe_h2(st)
     if not ctx.external:
         require_sse_tokens(obs, obs.sse(), expected_tokens(n))
     sizes = [len(f.data) for f in st.frames if f.data]
     points = ", ".join(f"{g}/{w}" for g, w in stalls[:6])
-    return (f"{len(obs.body)} bytes through a {window}-byte window: waited {len(stalls)}× for WINDOW_UPDATE "
-            f"(received/granted {points}…), never over; DATA sizes {sizes[:10]}")
+    return (
+        f"{len(obs.body)} bytes through a {window}-byte window: waited {len(stalls)}× for WINDOW_UPDATE "
+        f"(received/granted {points}…), never over; DATA sizes {sizes[:10]}"
+    )
 
 
-@case("h2-goaway", "GOAWAY from the client: the in-flight stream completes, or is dropped and its "
-      "generator cancelled", protocols=H2)
+@case(
+    "h2-goaway",
+    "GOAWAY from the client: the in-flight stream completes, or is dropped and its generator cancelled",
+    protocols=H2,
+)
 def goaway(ctx: CaseContext) -> str:
     """GOAWAY(NO_ERROR, last stream 0) after the first token."""
     label = ctx.label()
     n = 6
     with ctx.target.h2() as c:
-        st = c.request(ctx.method(), ctx.path(n=n, interval=f"{ctx.timing.iv:.3f}", label=label),
-                       headers=ctx.headers(SSE), body=ctx.body())
+        st = c.request(
+            ctx.method(),
+            ctx.path(n=n, interval=f"{ctx.timing.iv:.3f}", label=label),
+            headers=ctx.headers(SSE),
+            body=ctx.body(),
+        )
         require(c.run_until(lambda: len(st.chunks) >= 1, timeout=ctx.timing.request_timeout), "stream did not start")
         t_goaway = time.monotonic()
         c.send_goaway()
@@ -196,16 +245,22 @@ def goaway(ctx: CaseContext) -> str:
             if not ctx.external:
                 require_sse_tokens(obs, obs.sse(), expected_tokens(n))
             closed_after = c.wait_closed(ctx.timing.s(2.0))
-            return (f"the server finished the in-flight stream ({len(obs.chunks)} DATA frames) after the client's "
-                    f"GOAWAY; connection {'closed' if closed_after else 'left open'} afterwards")
-    require(closed_conn or st.reset_by_server is not None,
-            f"stream neither completed nor was reset/closed within {ctx.timing.request_timeout:.0f} s",
-            fault=FAULT_SERVER)
+            return (
+                f"the server finished the in-flight stream ({len(obs.chunks)} DATA frames) after the client's "
+                f"GOAWAY; connection {'closed' if closed_after else 'left open'} afterwards"
+            )
+    require(
+        closed_conn or st.reset_by_server is not None,
+        f"stream neither completed nor was reset/closed within {ctx.timing.request_timeout:.0f} s",
+        fault=FAULT_SERVER,
+    )
     how = f"RST_STREAM {st.reset_by_server}" if st.reset_by_server is not None else "closing the connection"
     if ctx.external or ctx.target.hooks is None:
         return f"server note: it dropped the in-flight stream by {how} after the client's GOAWAY"
     budget = ctx.timing.s(ctx.timing.cancel_budget)
     log = ctx.server_logs([label], until=lambda v: v.get("finally_at") is not None, timeout=budget + 2)[label]
     note = cancelled_in_budget(ctx, log, t_goaway, "generator")
-    return (f"server note: it drops in-flight streams on a client GOAWAY (by {how}, {len(obs.chunks)} of {n} "
-            f"tokens delivered); {note}")
+    return (
+        f"server note: it drops in-flight streams on a client GOAWAY (by {how}, {len(obs.chunks)} of {n} "
+        f"tokens delivered); {note}"
+    )

@@ -200,7 +200,7 @@ class H1Client(SocketClient):
         self.sock.settimeout(timeout)
         try:
             data = self.sock.recv(_READ_SIZE)
-        except (TimeoutError, socket.timeout) as exc:
+        except TimeoutError as exc:
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError("deadline passed while reading the response") from exc
             resp.error = f"no data for {timeout:.1f} s"
@@ -295,7 +295,7 @@ class H1Client(SocketClient):
             self.sock.settimeout(max(0.01, deadline - time.monotonic()))
             try:
                 data = self.sock.recv(_READ_SIZE)
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 return False
             except OSError:
                 return True
@@ -310,8 +310,6 @@ class H1Client(SocketClient):
             self.sock.shutdown(socket.SHUT_WR)
         except OSError:
             pass
-
-
 
 
 def _http10(method: str, target: str, headers: list[tuple[bytes, bytes]], body: bytes) -> bytes:

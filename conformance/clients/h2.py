@@ -126,9 +126,7 @@ class H2Client(SocketClient):
         if tls is not None and self.alpn != "h2":
             self.close()
             raise H2Error(f"server did not negotiate h2 through ALPN (got {self.alpn!r})")
-        self.conn = h2.connection.H2Connection(
-            config=h2.config.H2Configuration(client_side=True, header_encoding=None)
-        )
+        self.conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True, header_encoding=None))
         self.streams: dict[int, H2Stream] = {}
         #: Every h2 event received, with its arrival time.
         self.log: list[tuple[float, h2.events.Event]] = []
@@ -206,7 +204,7 @@ class H2Client(SocketClient):
         self.sock.settimeout(self.timeout if timeout is None else max(timeout, 0.001))
         try:
             data = self.sock.recv(_READ_SIZE)
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             return False
         except OSError as exc:
             self.server_closed = True
@@ -300,8 +298,6 @@ class H2Client(SocketClient):
         return False
 
     # ------------------------------------------------------------ closing
-
-
 
 
 SettingCodes = h2.settings.SettingCodes

@@ -168,7 +168,9 @@ async def stream(scope: Scope, receive: Any, send: Any) -> None:
             else:
                 await _send_safely(send, {"type": "http.response.body", "body": data, "more_body": True})
         if last:
-            await _send_safely(send, {"type": "http.response.body", "body": last.removesuffix(b"\n"), "more_body": True})
+            await _send_safely(
+                send, {"type": "http.response.body", "body": last.removesuffix(b"\n"), "more_body": True}
+            )
         if "truncate" in FLAWS:
             raise RuntimeError("deliberately truncated stream")
         await _send_safely(send, {"type": "http.response.body", "body": b"", "more_body": False})

@@ -24,8 +24,8 @@ import h2.connection
 import h2.events
 import h2.exceptions
 
-from conformance.targets import HOST, Endpoint, Target
 from conformance.target_app import token_text
+from conformance.targets import HOST, Endpoint, Target
 
 
 class BrokenH2Server:
@@ -64,8 +64,11 @@ class _Connection:
         self.sock = sock
         self.flaws = flaws
         config = h2.config.H2Configuration(
-            client_side=False, header_encoding=None, validate_outbound_headers=False, validate_inbound_headers=False,
-            normalize_outbound_headers=False
+            client_side=False,
+            header_encoding=None,
+            validate_outbound_headers=False,
+            validate_inbound_headers=False,
+            normalize_outbound_headers=False,
         )
         self.h2 = h2.connection.H2Connection(config=config)
         self.cond = threading.Condition()
@@ -96,7 +99,9 @@ class _Connection:
                             headers = dict(ev.headers)
                             path = headers.get(b":path", b"/").decode()
                             method = headers.get(b":method", b"GET").decode()
-                            threading.Thread(target=self.respond, args=(ev.stream_id, method, path), daemon=True).start()
+                            threading.Thread(
+                                target=self.respond, args=(ev.stream_id, method, path), daemon=True
+                            ).start()
                         elif isinstance(ev, h2.events.ConnectionTerminated):
                             self.alive = False
                     self.flush()
@@ -120,8 +125,12 @@ class _Connection:
         q = parse_qs(urlsplit(path).query)
         n = int(q.get("n", ["5"])[0]) or 5
         interval = float(q.get("interval", ["0.1"])[0])
-        headers = [(b":status", b"200"), (b"content-type", b"text/event-stream; charset=utf-8"),
-                   (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
+        headers = [
+            (b":status", b"200"),
+            (b"content-type", b"text/event-stream; charset=utf-8"),
+            (b"cache-control", b"no-cache"),
+            (b"x-accel-buffering", b"no"),
+        ]
         if "conn-headers" in self.flaws:
             headers += [(b"connection", b"keep-alive"), (b"transfer-encoding", b"chunked")]
         try:

@@ -54,7 +54,7 @@ class ScriptedServer:
                     head += data
                 self.requests.append(head)
             self.script(conn, head)
-        except BaseException as exc:  # noqa: BLE001 - recorded for the test
+        except BaseException as exc:
             self.errors.append(exc)
         finally:
             conn.close()

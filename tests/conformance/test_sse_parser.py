@@ -28,9 +28,7 @@ SPEC_1 = b": test stream\n\ndata: first event\nid: 1\n\ndata:second event\nid\n\
 SPEC_2 = b"data\n\ndata\ndata\n\ndata:\n"
 SPEC_3 = b"data:test\n\ndata: test\n\n"
 SPEC_STOCKS = b"data: YHOO\ndata: +2\ndata: 10\n\n"
-SPEC_TYPES = (
-    b"event: add\ndata: 73857293\n\nevent: remove\ndata: 2153\n\nevent: add\ndata: 113411\n\n"
-)
+SPEC_TYPES = b"event: add\ndata: 73857293\n\nevent: remove\ndata: 2153\n\nevent: add\ndata: 113411\n\n"
 
 
 def test_spec_example_comment_ids_and_single_space() -> None:

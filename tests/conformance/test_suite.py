@@ -58,11 +58,23 @@ def _assert_fail(results: dict[str, Result], expected: dict[str, str]) -> None:
 
 
 BROKEN_H1 = [
-    ({"content-length"}, {"headers": "Content-Length", "per-token": "events", "per-token-sync": "events",
-                          "coalesce": "waited", "h1-zero-chunk": "not chunked", "h1-http10": "Content-Length"}),
+    (
+        {"content-length"},
+        {
+            "headers": "Content-Length",
+            "per-token": "events",
+            "per-token-sync": "events",
+            "coalesce": "waited",
+            "h1-zero-chunk": "not chunked",
+            "h1-http10": "Content-Length",
+        },
+    ),
     (set(), {"keepalive": "keepalive comments", "coalesce": "not coalesced"}),
     ({"no-stream-headers"}, {"headers": "Cache-Control"}),
-    ({"no-cancel"}, {"client-close-cancel": "still running", "h1-half-close": "after the client left|not closed by cancellation"}),
+    (
+        {"no-cancel"},
+        {"client-close-cancel": "still running", "h1-half-close": "after the client left|not closed by cancellation"},
+    ),
     ({"replace-utf8"}, {"utf8-split": "U+FFFD"}),
     ({"truncate"}, {"h1-zero-chunk": "incomplete", "h1-keepalive-reuse": "failed"}),
     ({"unbounded"}, {"h1-slow-reader": "MiB"}),
@@ -86,7 +98,9 @@ def test_the_naive_broken_app_still_passes_what_it_does_right(broken_target: Cal
     assert {k: r.status for k, r in results.items()} == dict.fromkeys(results, "pass"), results
 
 
-def test_h2_cancellation_cases_fail_when_the_app_ignores_disconnects(broken_target: Callable[[str, set[str]], Target]) -> None:
+def test_h2_cancellation_cases_fail_when_the_app_ignores_disconnects(
+    broken_target: Callable[[str, set[str]], Target],
+) -> None:
     target = broken_target("h2-hypercorn", {"no-cancel"})
     expected = dict.fromkeys(
         ["client-close-cancel", "h2-rst-cancel", "h2-goaway"], "after the client left|not closed by cancellation"
@@ -129,20 +143,26 @@ def test_proxy_cases_fail_without_the_anti_buffering_header(broken_target: Calla
 def test_cli_json_and_exit_status() -> None:
     ok = subprocess.run(
         [sys.executable, "-m", "conformance", "--targets", "h1-uvicorn", "--cases", "headers,per-token", "--json"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert ok.returncode == 0, ok.stdout + ok.stderr
     data = json.loads(ok.stdout)
     assert data["ok"] is True
     assert {(r["case"], r["status"]) for r in data["results"]} == {("headers", "pass"), ("per-token", "pass")}
-    bad = subprocess.run([sys.executable, "-m", "conformance", "--cases", "nope"], capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        [sys.executable, "-m", "conformance", "--cases", "nope"], capture_output=True, text=True, timeout=60
+    )
     assert bad.returncode == 2 and "unknown case" in bad.stderr
 
 
 def test_cli_url_mode_exits_non_zero_on_a_broken_endpoint(broken_target: Callable[[str, set[str]], Target]) -> None:
     target = broken_target("h1-uvicorn", {"content-length"})
     url = f"http://{target.endpoint.host}:{target.endpoint.port}/stream?n=4&interval=0.1"
-    proc = subprocess.run([sys.executable, "-m", "conformance", "--url", url], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "conformance", "--url", url], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "Content-Length" in proc.stdout
 

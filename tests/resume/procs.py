@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from conformance.targets import find_nginx, free_port, listening_socket  # noqa: F401 (re-exported)
+from conformance.targets import find_nginx, free_port, listening_socket
 
 HOST = "127.0.0.1"
 ROOT = Path(__file__).resolve().parents[2]

@@ -36,7 +36,7 @@ def in_background(*args, **kwargs) -> tuple[Read, threading.Thread]:
     def run() -> None:
         try:
             read(*args, into=result, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - kept for the assertion message
+        except Exception as exc:
             result.events.append(f"client error: {exc!r}".encode())
 
     thread = threading.Thread(target=run, daemon=True)

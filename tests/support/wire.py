@@ -122,7 +122,9 @@ class Client:
             complete=True,
         )
 
-    def fetch(self, method: str = "GET", path: str = "/", headers: list[tuple[str, str]] = (), body: bytes = b"") -> Response:
+    def fetch(
+        self, method: str = "GET", path: str = "/", headers: list[tuple[str, str]] = (), body: bytes = b""
+    ) -> Response:
         """Send a request and read the whole response."""
         self.send_request(method, path, headers, body)
         response = None
