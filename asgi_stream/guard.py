@@ -3,20 +3,25 @@ stream's next deadline (keepalive, coalescing flush, send timeout, shutdown drai
 
 It is the only timer a stream has: it sleeps until the earliest deadline and is
 re-armed only when a deadline moves earlier (a new coalescing batch, a shutdown),
-never per token.
+never per token. It runs until the stream is CLOSED — through the ending too, so the
+final send is bounded by the send timeout like every other — and returns early only
+when the client is gone (nothing is sent after that).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import time
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
+from . import _clock
 from .cancel import CancelReason
 from .receive import ReceiveHub
+
+if TYPE_CHECKING:
+    from .lifecycle import Lifecycle
 
 logger = logging.getLogger("asgi_stream")
 
@@ -24,17 +29,13 @@ logger = logging.getLogger("asgi_stream")
 class Guarded(Protocol):
     """What the guard needs from a stream."""
 
-    finished: bool
-
-    @property
-    def cancelled(self) -> bool:
-        """Whether the stream has been cancelled."""
+    lifecycle: Lifecycle
 
     def next_deadline(self) -> float:
-        """The earliest ``time.monotonic()`` at which :meth:`on_deadline` has work."""
+        """The earliest ``_clock.monotonic()`` at which :meth:`on_deadline` has work."""
 
     async def on_deadline(self, now: float) -> None:
-        """Do what is due at ``now`` (monotonic)."""
+        """Do what is due at ``now``."""
 
     def cancel(self, reason: CancelReason) -> None:
         """Cancel the stream."""
@@ -53,7 +54,7 @@ class Guard:
         self._stopped = False
 
     def rearm(self, deadline: float) -> None:
-        """Make the guard wake no later than ``deadline`` (monotonic seconds)."""
+        """Make the guard wake no later than ``deadline`` (``_clock`` seconds)."""
         scope = self._scope
         if scope is not None and deadline + self._offset < scope.deadline:
             scope.deadline = deadline + self._offset
@@ -67,10 +68,11 @@ class Guard:
     async def run(self) -> None:
         """The guard task body: one cancel scope at a time (streams are many)."""
         stream, hub = self._stream, self._hub
-        # anyio deadlines are on the loop's clock (trio offsets it); keep state monotonic.
-        self._offset = anyio.current_time() - time.monotonic()
+        lifecycle = stream.lifecycle
+        # anyio deadlines are on the loop's clock (trio offsets it); keep state on _clock.
+        self._offset = anyio.current_time() - _clock.monotonic()
         try:
-            while not (self._stopped or stream.finished or stream.cancelled):
+            while not (self._stopped or lifecycle.closed):
                 deadline = stream.next_deadline()
                 with anyio.CancelScope(deadline=deadline + self._offset if deadline != math.inf else math.inf) as scope:
                     self._scope = scope
@@ -82,7 +84,7 @@ class Guard:
                     stream.cancel(CancelReason.DISCONNECT)
                     return
                 if scope.cancelled_caught:
-                    await stream.on_deadline(time.monotonic())
+                    await stream.on_deadline(_clock.monotonic())
         except anyio.get_cancelled_exc_class():
             raise
         except Exception:  # the guard must never take the request down

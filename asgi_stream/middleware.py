@@ -15,13 +15,15 @@ from . import shutdown
 from ._types import ASGIApp, Message, Receive, Scope, Send
 from .cancel import CancelToken
 from .config import DEFAULT_STREAM_MEDIA_TYPES, UNSET, StreamConfig
-from .passthrough import Passthrough, media_type_of
+from .lifecycle import Ending
+from .passthrough import Passthrough, media_type_of, spec_version
+from .pump import TokenPump
 from .receive import ReceiveHub
 from .record import StreamRecord
 from .resume.memory import MemoryStore
 from .resume.replay import cursor_of, serve_resume
 from .resume.store import ReplayStore
-from .scope import CTX_KEY, collapse_excgroups, endpoint_name, full_path
+from .scope import CTX_KEY, endpoint_name, full_path, unwrap_task_group_error
 from .stream import Stream
 
 logger = logging.getLogger("asgi_stream")
@@ -108,7 +110,7 @@ class StreamMiddleware:
         scope[CTX_KEY] = ctx
         store = self.resume_store
         cursor = cursor_of(scope) if store is not None else None
-        with collapse_excgroups():
+        with unwrap_task_group_error():
             async with anyio.create_task_group() as tg:
                 ctx.tg = tg
                 if cursor is not None and store is not None:
@@ -174,6 +176,7 @@ class RequestContext:
     """Per-request state the middleware shares with TokenStream through the scope."""
 
     __slots__ = (
+        "_relay_scope",
         "accepted_at",
         "app_send",
         "config",
@@ -182,6 +185,7 @@ class RequestContext:
         "mode",
         "parent",
         "raw_send",
+        "relaying",
         "scope",
         "stream",
         "tg",
@@ -209,32 +213,29 @@ class RequestContext:
         self.tg: anyio.abc.TaskGroup | None = None
         self.stream: Stream | None = None
         self.mode = _UNDECIDED
+        self.relaying = False
+        self._relay_scope: anyio.CancelScope | None = None
 
     async def run_app(self, app: ASGIApp) -> None:
-        """Run the application in the request's task group, whose cancel scope a
-        passthrough stream's disconnect (or send timeout, or shutdown) cancels."""
-        error: BaseException | None = None
+        """Run the application in the request's task group. A passthrough stream ends
+        the way the application ends it (see :mod:`asgi_stream.passthrough`); whatever
+        the application raises propagates as it would without the middleware."""
         try:
             await app(self.scope, self.hub.receive, self.app_send)
         except anyio.get_cancelled_exc_class():
             if isinstance(self.stream, Passthrough):
-                self.stream.server_cancelled()  # a no-op when the stream cancelled itself
+                self.stream.server_cancelled()  # ignored when the stream cancelled it itself
             raise
         except Exception as exc:
-            error = exc
+            stream = self.stream
+            if self.mode == _STREAM and isinstance(stream, Passthrough):
+                await stream.app_failed(exc)
+            raise
         finally:
             stream = self.stream
             if self.mode == _STREAM and isinstance(stream, Passthrough):
-                with anyio.CancelScope(shield=stream.cancelled):
-                    try:
-                        if error is not None and await stream.fail(error):
-                            error = None
-                        await stream.end()
-                    finally:
-                        stream.guard.stop()
-                        self.middleware.active.discard(stream)
-        if error is not None:
-            raise error
+                await stream.app_returned()
+                self.middleware.active.discard(stream)
 
     def claim_for_token_stream(self) -> bool:
         """TokenStream takes over this response (False if another response started)."""
@@ -267,8 +268,10 @@ class RequestContext:
     async def send(self, message: Message) -> None:
         """The ``send`` handed to the application."""
         mode = self.mode
-        if mode in (_PASS, _TOKEN):
+        if mode == _PASS or (mode == _TOKEN and not self.relaying):
             await self.raw_send(message)
+        elif mode == _TOKEN:
+            await self._relay(message)
         elif mode == _STREAM:
             assert isinstance(self.stream, Passthrough)
             await self.stream.on_message(message)
@@ -282,6 +285,38 @@ class RequestContext:
         else:
             await self.raw_send(message)
 
+    def relay_for(self, stream: Stream) -> None:
+        """Sends of a TokenStream reach this context through other layers. When such a
+        layer sends from a task of its own (``BaseHTTPMiddleware`` does), relay its
+        sends so that a stream that aborts releases it too: a send blocked on a stuck
+        client is cancelled, later ones are dropped. (Layers that send from the
+        stream's own task are covered by the stream's cancel scope.)"""
+        self.relaying = True
+        stream.on_abort = self._abort_relay
+
+    async def _relay(self, message: Message) -> None:
+        stream = self.stream
+        if stream is not None and stream.lifecycle.ending is Ending.ABORT:
+            return  # the client is gone or stuck: nothing more reaches it
+        if (
+            message.get("type") == "http.response.body"
+            and isinstance(stream, TokenPump)
+            and stream.task_id == anyio.get_current_task().id
+        ):
+            self.relaying = False  # the same task: nothing to relay from now on
+            await self.raw_send(message)
+            return
+        with anyio.CancelScope() as scope:
+            self._relay_scope = scope
+            try:
+                await self.raw_send(message)
+            finally:
+                self._relay_scope = None
+
+    def _abort_relay(self) -> None:
+        if self._relay_scope is not None:
+            self._relay_scope.cancel()
+
     async def _start_passthrough(self, message: Message, media_type: str) -> None:
         scope = self.scope
         record = StreamRecord(
@@ -291,25 +326,26 @@ class RequestContext:
             format="sse" if media_type == "text/event-stream" else "ndjson",
             accepted_at=self.accepted_at,
         )
+        assert self.tg is not None
         stream = Passthrough(
             media_type=media_type,
+            app_scope=self.tg.cancel_scope,
+            raise_gone=spec_version(scope) >= (2, 4),
             config=self.config,
             record=record,
             token=CancelToken(),
             hub=self.hub,
             send=self.raw_send,
         )
-        assert self.tg is not None
-        stream.cancel_scope = self.tg.cancel_scope
         self.mode = _STREAM
         self.attach(stream)
-        self.hub.on_disconnect(stream._on_hub_disconnect)
+        self.hub.on_disconnect(stream.on_hub_disconnect)
+        stream.token.add_callback(stream.token_callback())
         if self.config.on_start is not None:
             stream.run_hook(self.config.on_start, "on_start")
-        assert self.tg is not None
         if scope.get("method") != "HEAD":
             self.tg.start_soon(stream.guard.run)
-        await stream.start(message)
+        await stream.begin(message)
 
 
 def _has_content_length(message: Message) -> bool:

@@ -1,33 +1,63 @@
 """Passthrough: the wire guarantees for streaming responses the app built itself
-(Starlette's StreamingResponse, sse-starlette, …), with no code change.
+(Starlette's StreamingResponse, sse-starlette, FastAPI's EventSourceResponse, …),
+with no code change — and nothing else changed.
 
 Streams are recognised by their media type at ``http.response.start``. They get the
-stream headers, disconnect cancellation (the app's task is cancelled, so an async
-generator's ``finally`` runs at once), keepalive comments for ``text/event-stream``
-written only at line boundaries, the flush policy, send timeouts and shutdown drain.
-Token boundaries are unknown here, so a keepalive is never written mid-line.
+stream headers, keepalive comments for ``text/event-stream`` written only at line
+boundaries, the flush policy, send timeouts (the final send included) and shutdown
+drain. Token boundaries are unknown here, so a keepalive is never written mid-line.
+
+How a passthrough stream ends when it is cancelled matters as much: the application
+winds its response down *by its own means*, as it would without the middleware.
+
+* The client left: the application sees ``http.disconnect`` (as always).
+* The send timeout fired, or the server shuts down: the application is *told* the
+  client is gone — ``http.disconnect``, delivered even to a ``receive()`` already
+  waiting — so Starlette cancels its body task (aborting a blocked send) and still
+  runs the response's background task. On shutdown the body is first ended cleanly.
+* Later sends of the application are dropped, as a server drops them after a
+  disconnect (ASGI 2.4 servers: they raise ``OSError``, so here too).
+* An application that listens for none of this (it is not waiting in ``receive()``)
+  is cancelled at once; one that listens but has not returned ``close_timeout``
+  seconds later is cancelled then.
+* Its body iterator, if it is left suspended (the body task was cancelled inside a
+  send), is closed when the application returns — a sync iterator Starlette runs on
+  its thread pool too — so its ``finally`` runs without waiting for the garbage
+  collector.
+* An exception the application raises after the response started becomes an in-band
+  error event when the format has one and the body is between events; either way the
+  exception propagates as it would without the middleware.
 """
 
 from __future__ import annotations
 
 import logging
-import time
+import sys
 from typing import Any
 
 import anyio
+import anyio.lowlevel
+import anyio.to_thread
 
+from . import _clock
+from ._types import Message, Scope
 from .cancel import CancelReason
 from .framing import NDJSONFramer, SSEFramer
 from .headers import header_value, stream_headers
-from .record import Outcome
+from .lifecycle import Ending, Event, Transition
 from .stream import Stream
+from .wire import BODY
 
 logger = logging.getLogger("asgi_stream")
 
 _LINE_KEEPALIVE = b": keepalive\n"
+#: An application that keeps sending after its stream ended yields to the loop every
+#: this many dropped messages (it may never await anything else).
+_DROP_MASK = 63
+_FRAME_DEPTH = 12
 
 
-def media_type_of(message: Any) -> str:
+def media_type_of(message: Message) -> str:
     """The lower-cased media type of an ``http.response.start`` message ('' if none)."""
     value = header_value(message.get("headers", ()), b"content-type")
     if not value:
@@ -35,12 +65,21 @@ def media_type_of(message: Any) -> str:
     return value.decode("latin-1").partition(";")[0].strip().lower()
 
 
+def spec_version(scope: Scope) -> tuple[int, ...]:
+    """The ASGI HTTP spec version the server reports (2.0 when it says nothing)."""
+    raw = scope.get("asgi", {}).get("spec_version", "2.0")
+    try:
+        return tuple(int(part) for part in str(raw).split("."))
+    except ValueError:
+        return (2, 0)
+
+
 class Passthrough(Stream):
     """Applies stream policy to a response whose body the application produces."""
 
-    __slots__ = ("framer", "tail")
+    __slots__ = ("_app_scope", "_body_iterator", "_dropped", "_raise_gone", "aborted_at", "framer", "tail")
 
-    def __init__(self, *, media_type: str, **kwargs: Any) -> None:
+    def __init__(self, *, media_type: str, app_scope: anyio.CancelScope, raise_gone: bool, **kwargs: Any) -> None:
         self.framer: SSEFramer | NDJSONFramer | None
         if media_type == "text/event-stream":
             self.framer = SSEFramer()
@@ -50,19 +89,31 @@ class Passthrough(Stream):
             self.framer = None
         super().__init__(keepalive_bytes=self.framer.keepalive if self.framer else None, **kwargs)
         self.tail = b""
+        #: The request's task group scope: cancelled only as the last resort.
+        self._app_scope = app_scope
+        #: ASGI ≥ 2.4: sends after the client left raise OSError, as the server's do.
+        self._raise_gone = raise_gone
+        self._dropped = 0
+        self._body_iterator: object | None = None
+        self.aborted_at: float | None = None
 
-    async def start(self, message: Any) -> None:
+    async def begin(self, message: Message) -> None:
         """Handle the app's ``http.response.start``."""
+        self.lifecycle.handle(Event.START)
+        self._body_iterator = _caller_body_iterator()
         self.status = message["status"]
         self.raw_headers = stream_headers(
             message.get("headers", ()), content_type=None, anti_buffering=self.config.anti_buffering
         )
-        await self.send_start()
+        await self.start()
 
-    async def on_message(self, message: Any) -> None:
+    async def on_message(self, message: Message) -> None:
         """Handle a later message of the app's response."""
-        if message.get("type") != "http.response.body":
-            await self.send(message)
+        if message.get("type") != BODY:
+            await self.wire.send(message)
+            return
+        if not self.lifecycle.running:
+            await self._drop()
             return
         body = message.get("body", b"")
         more = message.get("more_body", False)
@@ -70,19 +121,36 @@ class Passthrough(Stream):
             body = bytes(body)
             rec = self.record
             if rec.first_token_at is None:
-                rec.first_token_at = time.monotonic()
+                rec.first_token_at = _clock.monotonic()
             rec.events += 1
             rec.bytes += len(body)
             self.tail = (self.tail + body)[-4:]
         batch = self.batch
-        if batch is not None:
-            if more:
+        if more:
+            if batch is not None:
                 if body:
-                    await self.offer(body, time.monotonic())
-                return
-            body = (batch.take() if batch else b"") + body
-        if body or not more:  # an empty non-final message never becomes a zero-length chunk
-            await self.send_body(body, more_body=more)
+                    await self.offer(body, _clock.monotonic())
+            elif body:  # an empty non-final message never becomes a zero-length chunk
+                await self.wire.send({"type": BODY, "body": body, "more_body": True})
+            self._raise_if_gone()
+            return
+        if batch:
+            body = batch.take() + body
+        self.lifecycle.handle(Event.FINISH)
+        await self.end_body(body)
+        self._raise_if_gone()
+        with anyio.CancelScope(shield=True):
+            await self.close()
+
+    async def _drop(self) -> None:
+        self._raise_if_gone()
+        self._dropped += 1
+        if not self._dropped & _DROP_MASK:
+            await anyio.lowlevel.checkpoint()
+
+    def _raise_if_gone(self) -> None:
+        if self._raise_gone and self.hub.disconnected:
+            raise OSError("the client disconnected")
 
     # ------------------------------------------------------------ keepalive
     def boundary(self) -> str:
@@ -104,28 +172,123 @@ class Passthrough(Stream):
         await self.send_body(data)
         self.record.keepalives += 1
 
+    # ------------------------------------------------------------ cancelling
+    def stop_producing(self, transition: Transition, reason: CancelReason) -> None:
+        """Tell the application the client is gone; end the body cleanly first when
+        the client is still there (shutdown, the application's token)."""
+        super().stop_producing(transition, reason)  # a clean ending's send in progress
+        if transition is Transition.ESCALATED and reason is CancelReason.DISCONNECT:
+            return  # the body is complete or being completed: that send returns by itself
+        hub = self.hub
+        if self.lifecycle.ending is Ending.CLEAN:
+            hub.tell_app()
+            if self.task_group is not None:
+                self.task_group.start_soon(self._end_cleanly)
+            return
+        # ABORT: the client is gone or stuck.
+        self.aborted_at = _clock.monotonic()
+        hub.tell_app()
+        if not hub.app_listening:
+            self._app_scope.cancel()  # nothing in the application will notice otherwise
+        else:
+            self.guard.rearm(self.aborted_at + self.config.close_timeout)
+
+    async def _end_cleanly(self) -> None:
+        with anyio.CancelScope() as scope:
+            self.scope = scope
+            if self.lifecycle.ending is Ending.CLEAN:
+                await self.end_body(b"")
+        self.scope = None
+        if self.lifecycle.ending is Ending.CLEAN:
+            with anyio.CancelScope(shield=True):
+                await self.close()
+
+    def aborted_deadline(self) -> float:
+        """An application told of the abort gets ``close_timeout`` to return."""
+        return (
+            self.aborted_at + self.config.close_timeout if self.aborted_at is not None else super().aborted_deadline()
+        )
+
+    async def on_aborted_deadline(self, now: float) -> None:
+        """The application did not wind down in time: cancel it."""
+        if self.aborted_at is not None and now >= self.aborted_at + self.config.close_timeout:
+            logger.warning(
+                "asgi_stream: %s: the application did not end its response within %.1f s of "
+                "being told the client is gone; cancelling it",
+                self.describe(),
+                self.config.close_timeout,
+            )
+            self.aborted_at = None
+            self._app_scope.cancel()
+
     # ------------------------------------------------------------ endings
-    async def fail(self, exc: BaseException) -> bool:
-        """The app raised after the response started: send an in-band error event if the
-        format has one and the body is between events. Returns whether it was handled."""
-        if self.completed or self.framer is None or self.boundary() != "event":
-            return False
+    async def app_failed(self, exc: BaseException) -> None:
+        """The app raised after the response started: an in-band error event if the
+        format has one and the body is between events. The caller re-raises."""
+        lifecycle = self.lifecycle
+        if not lifecycle.running:
+            return
+        lifecycle.handle(Event.FAIL, error=exc)
+        if self.framer is None or self.boundary() != "event" or self.wire.ended:
+            return
         framed = self.framer.error(self.config.error_payload(exc, self.record))
         if framed is None:
-            return False
-        logger.error("asgi_stream: %s failed mid-stream; sent an error event", self.describe(), exc_info=exc)
-        await self.send_body(framed, more_body=False)
-        await self.finish_record(Outcome.ERROR, exc)
-        return True
-
-    async def end(self) -> None:
-        """The app returned (or was cancelled): close the record."""
-        if self.finished:
             return
-        if self._cancelled:
-            if self.token.reason is CancelReason.SHUTDOWN and not self.completed and not self.hub.disconnected:
-                with anyio.move_on_after(1.0):  # the client is still there: end cleanly
-                    await self.send_body(b"", more_body=False)
-            await self.finish_record(self.outcome_for_cancel())
-        else:
-            await self.finish_record(Outcome.COMPLETED)
+        logger.error("asgi_stream: %s failed mid-stream; sent an error event", self.describe(), exc_info=exc)
+        with anyio.CancelScope() as scope:
+            self.scope = scope
+            await self.end_body(framed)
+        self.scope = None
+
+    async def app_returned(self) -> None:
+        """The application returned (or raised, or was cancelled): close what it left
+        suspended, then the stream."""
+        with anyio.CancelScope(shield=True):
+            if self.lifecycle.ending is not Ending.COMPLETE:
+                await _close_iterator(self._body_iterator, self.config.close_timeout, self.describe())
+            await self.close()
+
+
+def _caller_body_iterator() -> object | None:
+    """The ``body_iterator`` of the response whose ``stream_response`` is sending the
+    start message (Starlette and the responses built on it), if it can be found."""
+    frame = sys._getframe(2)
+    for _ in range(_FRAME_DEPTH):
+        if frame is None:
+            return None
+        owner = frame.f_locals.get("self")
+        iterator = getattr(owner, "body_iterator", None) if owner is not None else None
+        if iterator is not None:
+            return iterator
+        frame = frame.f_back
+    return None
+
+
+async def _close_iterator(iterator: object | None, timeout: float, name: str) -> None:
+    """Close an async generator left suspended at a ``yield``; for Starlette's
+    ``iterate_in_threadpool`` also the sync iterator inside it (on a worker thread)."""
+    if iterator is None or getattr(iterator, "ag_frame", None) is None or getattr(iterator, "ag_running", True):
+        return
+    inner = _threadpool_iterator(iterator)
+    with anyio.move_on_after(timeout) as scope:
+        try:
+            await iterator.aclose()  # type: ignore[attr-defined]
+            close = getattr(inner, "close", None)
+            if close is not None:
+                await anyio.to_thread.run_sync(close)
+        except Exception:
+            logger.exception("asgi_stream: closing the body iterator of %s raised", name)
+    if scope.cancelled_caught:
+        logger.error("asgi_stream: the body iterator of %s did not close within %.1f s", name, timeout)
+
+
+def _threadpool_iterator(agen: object) -> object | None:
+    """The sync iterator inside Starlette's ``iterate_in_threadpool`` wrapper."""
+    try:
+        from starlette.concurrency import iterate_in_threadpool
+    except ImportError:  # pragma: no cover - Starlette is a dependency
+        return None
+    if getattr(agen, "ag_code", None) is not iterate_in_threadpool.__code__:
+        return None
+    frame = getattr(agen, "ag_frame", None)
+    return frame.f_locals.get("as_iterator") if frame is not None else None

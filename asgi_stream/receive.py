@@ -5,6 +5,13 @@ went away only through ``receive()``; ``send()`` then returns silently. So exact
 one task may read at a time, and whatever it reads is fanned out: the app still
 gets its body messages and ``http.disconnect`` (``request.is_disconnected()`` keeps
 working), while the stream's guard learns of the disconnect the moment it arrives.
+
+Two facts are kept apart: the client is *gone* (the server said so, or a send
+failed), and the application is *told* the client is gone. A stream that ends
+while its client is still connected (send timeout, shutdown) tells the application
+— an ``http.disconnect``, delivered even to a ``receive()`` already waiting — so
+that the application winds its response down by its own means (Starlette cancels
+its body task and still runs the response's background task).
 """
 
 from __future__ import annotations
@@ -25,6 +32,8 @@ class ReceiveHub:
     """One reader at a time over ``receive()``, with disconnect fan-out."""
 
     __slots__ = (
+        "_app_read",
+        "_app_waiters",
         "_empty_end",
         "_listeners",
         "_pending",
@@ -34,11 +43,15 @@ class ReceiveHub:
         "_receive",
         "body_complete",
         "disconnected",
+        "told_app",
     )
 
     def __init__(self, receive: Receive) -> None:
         self._receive = receive
+        #: The client is gone (the server reported it, or a send failed).
         self.disconnected = False
+        #: The application is told the client is gone (gone, or the stream ended).
+        self.told_app = False
         self.body_complete = False
         self._reading = False
         self._read_done: anyio.Event | None = None
@@ -48,6 +61,10 @@ class ReceiveHub:
         #: a flag instead of a buffer, since that is every GET.
         self._empty_end = False
         self._listeners: list[Callable[[], None]] | None = None
+        #: The scope of the application's read in progress, once its body is complete
+        #: (such a read can only bring ``http.disconnect``, so it may be interrupted).
+        self._app_read: anyio.CancelScope | None = None
+        self._app_waiters = 0
 
     def on_disconnect(self, callback: Callable[[], None]) -> None:
         """Call ``callback()`` (synchronously, once) when the client disconnects."""
@@ -63,14 +80,43 @@ class ReceiveHub:
         if self.disconnected:
             return
         self.disconnected = True
+        self.tell_app()
         listeners, self._listeners = self._listeners, None
         for callback in listeners or ():
             callback()
 
-    async def _read(self) -> Message:
+    @property
+    def app_listening(self) -> bool:
+        """Whether the application is waiting in ``receive()`` right now (so it will
+        see an ``http.disconnect``)."""
+        return self._app_read is not None or self._app_waiters > 0
+
+    def tell_app(self) -> None:
+        """From now on the application's ``receive()`` returns ``http.disconnect``,
+        including a call already waiting."""
+        if self.told_app:
+            return
+        self.told_app = True
+        if self._app_read is not None:
+            self._app_read.cancel()
+        done, self._read_done = self._read_done, None
+        if done is not None:
+            done.set()
+
+    async def _read(self, *, app: bool = False) -> Message:
         self._reading = True
         try:
-            message = await self._receive()
+            if app and self.body_complete:
+                try:
+                    with anyio.CancelScope() as scope:
+                        self._app_read = scope
+                        message = await self._receive()
+                finally:
+                    self._app_read = None
+                if scope.cancelled_caught:  # tell_app() interrupted it
+                    return dict(DISCONNECT)
+            else:
+                message = await self._receive()
         finally:
             self._reading = False
             done, self._read_done = self._read_done, None
@@ -98,11 +144,15 @@ class ReceiveHub:
             if self._empty_end:
                 self._empty_end = False
                 return {"type": "http.request", "body": b"", "more_body": False}
-            if self.disconnected:
+            if self.told_app:
                 return dict(DISCONNECT)
             if not self._reading:
-                return await self._read()
-            await self._wait_for_reader()
+                return await self._read(app=True)
+            self._app_waiters += 1
+            try:
+                await self._wait_for_reader()
+            finally:
+                self._app_waiters -= 1
 
     async def wait_disconnect(self) -> None:
         """Read until the client disconnects (used by the stream's guard).

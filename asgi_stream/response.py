@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -10,6 +9,7 @@ import anyio
 from starlette.background import BackgroundTask
 from starlette.responses import Response
 
+from . import _clock
 from ._types import Receive, Scope, Send, TokenSource
 from .cancel import CancelToken
 from .config import UNSET, Hook, StreamConfig
@@ -21,7 +21,7 @@ from .pump import TokenPump, drive, is_token_source
 from .receive import ReceiveHub
 from .record import StreamRecord
 from .resume.replay import RESUMABLE_FORMATS, run_resumable
-from .scope import CTX_KEY, collapse_excgroups, endpoint_name, full_path
+from .scope import CTX_KEY, endpoint_name, full_path, unwrap_task_group_error
 
 _DEFAULT_CONFIG = StreamConfig()
 
@@ -117,7 +117,7 @@ class TokenStream(Response):
             path=full_path(scope),
             endpoint=self.name or endpoint_name(scope),
             format=fmt,
-            accepted_at=ctx.accepted_at if ctx is not None else time.monotonic(),
+            accepted_at=ctx.accepted_at if ctx is not None else _clock.monotonic(),
         )
         self.record = record
         hub = ctx.hub if ctx is not None else ReceiveHub(receive)
@@ -125,8 +125,12 @@ class TokenStream(Response):
         # this response and the middleware, body messages skip them (fastpath.py); the
         # start message always takes the full way.
         direct = send
-        if ctx is not None and unwrap(send, stop=ctx.app_send) is ctx.app_send:
-            direct = unwrap(ctx.raw_send)
+        relayed = False
+        if ctx is not None:
+            if unwrap(send, stop=ctx.app_send) is ctx.app_send:
+                direct = unwrap(ctx.raw_send)
+            else:
+                relayed = True  # other layers stand between: see RequestContext.relay_for
         raw_headers = stream_headers(
             self.raw_headers,
             content_type=framer.content_type,
@@ -181,10 +185,12 @@ class TokenStream(Response):
             pump.add_end_hook(on_end)
         if on_cancel is not None:
             pump.add_cancel_hook(on_cancel)
+        if relayed:
+            ctx.relay_for(pump)
         if ctx is not None:
             await self._run_in_context(ctx, pump, hub, head, on_start)
         else:
-            with collapse_excgroups():
+            with unwrap_task_group_error():
                 async with anyio.create_task_group() as tg:
                     await drive(pump, tg, hub, head=head, on_start=on_start)
         if self.background is not None:

@@ -32,12 +32,23 @@ def endpoint_name(scope: Scope) -> str:
 
 
 @contextlib.contextmanager
-def collapse_excgroups() -> Iterator[None]:
-    """Re-raise a task group's single exception as itself, so error handlers that
-    expect plain exceptions (Starlette's, FastAPI's) keep working."""
+def unwrap_task_group_error() -> Iterator[None]:
+    """Around one of asgi-stream's own task groups: re-raise the single exception the
+    group wraps as itself, so error handlers that expect plain exceptions (Starlette's,
+    FastAPI's) see what the application raised.
+
+    Only the one level of grouping the task group added is removed (a group the
+    application raised itself stays a group), and the exception keeps its own
+    ``__cause__``, ``__context__`` and traceback chain.
+    """
     try:
         yield
     except BaseExceptionGroup as group:
-        while isinstance(group, BaseExceptionGroup) and len(group.exceptions) == 1:
-            group = group.exceptions[0]
-        raise group from None
+        if len(group.exceptions) != 1:
+            raise
+        exc = group.exceptions[0]
+        cause, context, suppress = exc.__cause__, exc.__context__, exc.__suppress_context__
+        try:
+            raise exc  # the chain is restored below
+        finally:
+            exc.__cause__, exc.__context__, exc.__suppress_context__ = cause, context, suppress

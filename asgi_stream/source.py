@@ -52,6 +52,18 @@ class TokenSource:
         running = getattr(self._agen, "ag_running", None)
         return running is False
 
+    async def prime(self) -> None:
+        """Enter a generator that will not be iterated (its stream was cancelled before
+        it ran), inside an already cancelled scope, so that ``aclose()`` runs its
+        ``finally`` blocks — code that releases what the endpoint set up lives there.
+        It runs no further than its first ``await`` (or ``yield``)."""
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            try:
+                await self.next()
+            except (StopAsyncIteration, Exception):
+                pass
+
     async def aclose(self) -> None:
         """Close the generator; a sync one right after its current ``next()`` returns.
         Idempotent: a second caller waits for the first one's close."""

@@ -1,23 +1,27 @@
-"""Stream: the state every streamed response shares — the send side (headers, body
-sends serialised between the pump and the guard, keepalive, coalescing batch), the
-cancel scope and token, the record, and the hooks.
+"""Stream: what every client-facing stream shares — its :class:`~asgi_stream.lifecycle.
+Lifecycle`, the one cancel funnel, the send stage (:class:`~asgi_stream.wire.Wire`),
+the guard's deadlines (keepalive, coalescing flush, send timeout, shutdown drain), the
+record and the hooks.
 
 :class:`~asgi_stream.pump.TokenPump` (TokenStream's engine) and
-:class:`~asgi_stream.passthrough.Passthrough` (foreign streaming responses) build on it.
+:class:`~asgi_stream.passthrough.Passthrough` (streaming responses the application
+built) build on it. Every cancel source — the client leaving, a failing send, the send
+timeout, shutdown, the application setting the token, the server cancelling the
+request — calls :meth:`Stream.cancel`, which asks the lifecycle and performs the
+effects of the transition; the stream reaches CLOSED exactly once, through
+:meth:`Stream.close`.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import anyio
 import anyio.abc
-import anyio.lowlevel
 
+from . import _clock
 from ._types import Send
 from .cancel import CancelReason, CancelToken, on_loop
 from .config import Hook, StreamConfig
@@ -25,12 +29,13 @@ from .errors import SendTimeoutError
 from .flush import Batch, Coalesce
 from .guard import Guard
 from .hooks import call_hook, run_end_hooks
+from .lifecycle import Ending, Event, Lifecycle, State, Transition
 from .receive import ReceiveHub
-from .record import Outcome, StreamRecord
+from .record import StreamRecord
+from .wire import BODY, Wire
 
 logger = logging.getLogger("asgi_stream")
 
-_BODY = "http.response.body"
 #: Yield to the event loop at least every 256 tokens, so a generator that never awaits
 #: cannot starve other connections (and their disconnects).
 YIELD_MASK = 255
@@ -41,28 +46,23 @@ class Stream:
 
     __slots__ = (
         "_cancel_hooks",
-        "_cancelled",
         "_end_hooks",
-        "_idle",
         "batch",
-        "busy",
-        "cancel_scope",
-        "completed",
         "config",
         "drain_at",
-        "finished",
         "guard",
         "hub",
         "keepalive_bytes",
-        "last_send",
+        "lifecycle",
+        "on_abort",
         "raw_headers",
         "record",
-        "send",
+        "scope",
         "start_send",
-        "started",
         "status",
         "task_group",
         "token",
+        "wire",
         "yield_mask",
     )
 
@@ -80,18 +80,13 @@ class Stream:
         self.record = record
         self.token = token
         self.hub = hub
+        self.lifecycle = Lifecycle()
         #: Where body messages go; the start message goes to ``start_send`` (which may
         #: pass through more layers, see :mod:`asgi_stream.fastpath`).
-        self.send = send
+        self.wire = Wire(send, gone=self._send_failed)
         self.start_send = send
         self.status = 200
         self.raw_headers: list[tuple[bytes, bytes]] = []
-        self.started = False
-        self.busy = False
-        #: The final body message went out: nothing can be cancelled any more.
-        self.completed = False
-        self.finished = False
-        self.last_send = time.monotonic()
         self.keepalive_bytes = keepalive_bytes if config.keepalive else None
         self.batch: Batch | None = None
         if isinstance(config.flush, Coalesce):
@@ -102,67 +97,48 @@ class Stream:
         #: or every token (0) once the watchdog saw this stream's generator block the loop.
         self.yield_mask = YIELD_MASK
         self.guard = Guard(self, hub)
-        self.cancel_scope: anyio.CancelScope | None = None
+        #: The cancel scope of the task producing the stream, while it runs.
+        self.scope: anyio.CancelScope | None = None
         self.task_group: anyio.abc.TaskGroup | None = None
-        self._idle: anyio.Event | None = None
-        self._cancelled = False
+        #: Called when the stream aborts (the request context stops relaying sends).
+        self.on_abort: Callable[[], None] | None = None
         self._cancel_hooks: list[Hook] = [h for h in (config.on_cancel,) if h is not None]
         self._end_hooks: list[Hook] = [h for h in (config.on_end,) if h is not None]
 
     # ----------------------------------------------------------------- sending
-    async def wait_idle(self) -> None:
-        """Wait until the send in progress (from the other task) completes."""
-        while self.busy:
-            if self._idle is None:
-                self._idle = anyio.Event()
-            await self._idle.wait()
-
-    def _set_idle(self) -> None:
-        self.busy = False
-        idle, self._idle = self._idle, None
-        if idle is not None:
-            idle.set()
-
-    async def send_start(self) -> None:
-        """Send ``http.response.start`` once (lazily: at the first body bytes)."""
-        if self.started:
+    async def start(self) -> None:
+        """Send ``http.response.start`` once (lazily: with the first body bytes)."""
+        wire = self.wire
+        if wire.started:
             return
-        self.started = True
-        self.record.headers_at = time.monotonic()
-        await self._raw_send(
-            {"type": "http.response.start", "status": self.status, "headers": self.raw_headers}, self.start_send
-        )
+        wire.started = True
+        self.record.headers_at = _clock.monotonic()
+        self.lifecycle.handle(Event.HEADERS)
+        message = {"type": "http.response.start", "status": self.status, "headers": self.raw_headers}
+        await wire.send(message, self.start_send)
 
-    async def send_body(self, data: bytes, *, more_body: bool = True) -> None:
-        """Send body bytes, serialised with the other task; never an empty chunk."""
-        if self.busy:
-            await self.wait_idle()
-        self.busy = True
-        try:
-            if not self.started:
-                await self.send_start()
-            self.last_send = time.monotonic()
-            if not more_body:
-                self.completed = True
-                self.guard.stop()
-                await self._raw_send({"type": _BODY, "body": data, "more_body": False})
-            elif data:
-                await self._raw_send({"type": _BODY, "body": data, "more_body": True})
-        finally:
-            self._set_idle()
+    async def send_body(self, data: bytes) -> None:
+        """Send non-final body bytes (headers first if needed); never an empty chunk."""
+        if not self.wire.started:
+            await self.start()
+        if data:
+            await self.wire.send({"type": BODY, "body": data, "more_body": True})
 
-    async def _raw_send(self, message: dict[str, Any], send: Send | None = None) -> None:
-        try:
-            await (send or self.send)(message)
-        except OSError:  # ASGI 2.4 servers raise when the client has gone
-            self.hub.mark_disconnected()
-            self.cancel(CancelReason.DISCONNECT)
-            await anyio.lowlevel.checkpoint()  # deliver the cancellation here
+    async def end_body(self, data: bytes = b"") -> None:
+        """Send the final body message, exactly once (headers first if needed)."""
+        wire = self.wire
+        if wire.ended:
+            return
+        if not wire.started:
+            await self.start()
+        wire.ended = True
+        await wire.send({"type": BODY, "body": data, "more_body": False})
 
     async def flush_batch(self) -> None:
         """Send everything the coalescing batch holds."""
-        if self.busy:
-            await self.wait_idle()
+        wire = self.wire
+        if wire.sending:
+            await wire.wait_idle()
         batch = self.batch
         if batch:
             await self.send_body(batch.take())
@@ -173,48 +149,61 @@ class Stream:
         full or ``max_delay`` after its first token (by the guard if the pump is waiting)."""
         batch = self.batch
         assert batch is not None
-        if not batch.parts and now - self.last_send >= batch.max_delay:
+        if not batch.parts and now - self.wire.last_send >= batch.max_delay:
             await self.send_body(data)
         elif batch.add(data, now):
             await self.flush_batch()
         elif len(batch.parts) == 1:
             self.guard.rearm(batch.started + batch.max_delay)
 
-    # ----------------------------------------------------------------- guard side
+    # ----------------------------------------------------------------- the guard's side
     def next_deadline(self) -> float:
         """The next moment the guard has something to check: send timeout while a send
-        is blocked; keepalive and coalescing flush otherwise; shutdown drain always.
+        is in progress; keepalive and coalescing flush while streaming; shutdown drain.
         Never a past moment it cannot act on (so the guard never spins)."""
         cfg = self.config
-        now = time.monotonic()
-        deadline = self.drain_at if self.drain_at is not None else math.inf
-        keepalive = cfg.keepalive if self.keepalive_bytes is not None else None
-        if self.busy:
+        wire = self.wire
+        now = _clock.monotonic()
+        lifecycle = self.lifecycle
+        if lifecycle.ending is Ending.ABORT:
+            return self.aborted_deadline()
+        streaming = lifecycle.ending is None  # not ending yet (CREATED counts: it is about to run)
+        deadline = self.drain_at if self.drain_at is not None and streaming else math.inf
+        keepalive = cfg.keepalive if self.keepalive_bytes is not None and streaming else None
+        if wire.sending:
             if cfg.send_timeout:
-                deadline = min(deadline, self.last_send + cfg.send_timeout)
+                deadline = min(deadline, wire.last_send + cfg.send_timeout)
             if keepalive:
                 deadline = min(deadline, now + keepalive)  # look again once the send is done
             return deadline
         if keepalive:
-            due = self.last_send + keepalive
+            due = wire.last_send + keepalive
             deadline = min(deadline, due if due > now or self.can_keepalive() else now + keepalive)
         if cfg.send_timeout:
             deadline = min(deadline, now + cfg.send_timeout)  # a send that starts later
         batch = self.batch
-        if batch:
+        if batch and streaming:
             deadline = min(deadline, batch.started + batch.max_delay)
         return deadline
 
     async def on_deadline(self, now: float) -> None:
         """Called by the guard when a deadline passed."""
         cfg = self.config
-        if self.drain_at is not None and now >= self.drain_at:
+        wire = self.wire
+        lifecycle = self.lifecycle
+        if lifecycle.ending is Ending.ABORT:
+            await self.on_aborted_deadline(now)
+            return
+        running = lifecycle.ending is None
+        if running and self.drain_at is not None and now >= self.drain_at:
             logger.info("asgi_stream: server shutting down; cancelling %s", self.describe())
             self.cancel(CancelReason.SHUTDOWN)
             return
-        if self.busy:
-            if cfg.send_timeout and now - self.last_send >= cfg.send_timeout:
-                self._send_timed_out(now - self.last_send)
+        if wire.sending:
+            if cfg.send_timeout and now - wire.last_send >= cfg.send_timeout:
+                self._send_timed_out(now - wire.last_send)
+            return
+        if not running:
             return
         batch = self.batch
         if batch and now >= batch.started + batch.max_delay:
@@ -222,10 +211,18 @@ class Stream:
         elif (
             self.keepalive_bytes is not None
             and cfg.keepalive
-            and now - self.last_send >= cfg.keepalive
+            and now - wire.last_send >= cfg.keepalive
             and self.can_keepalive()
         ):
             await self._guarded_send(self._send_keepalive)
+
+    def aborted_deadline(self) -> float:
+        """When an aborted stream has something to check (nothing, by default: its
+        producer has been cancelled and ends by itself)."""
+        return math.inf
+
+    async def on_aborted_deadline(self, now: float) -> None:
+        """The deadline of :meth:`aborted_deadline` passed."""
 
     def can_keepalive(self) -> bool:
         """Whether a keepalive comment may be written now (at an event boundary)."""
@@ -237,6 +234,8 @@ class Stream:
         self.record.keepalives += 1
 
     async def _guarded_send(self, action: Callable[[], Awaitable[None]]) -> None:
+        """A send of the guard's own, bounded by the send timeout (the guard cannot
+        watch itself)."""
         timeout = self.config.send_timeout
         with anyio.move_on_after(timeout if timeout else math.inf) as scope:
             await action()
@@ -244,6 +243,8 @@ class Stream:
             self._send_timed_out(timeout or 0.0)
 
     def _send_timed_out(self, waited: float) -> None:
+        if self.lifecycle.closed or self.lifecycle.ending is Ending.ABORT:
+            return
         logger.warning(
             "asgi_stream: %s made no send progress for %.1f s (send_timeout=%s): the client "
             "stopped reading or vanished; ending the stream and cancelling its generator",
@@ -251,47 +252,64 @@ class Stream:
             waited,
             self.config.send_timeout,
         )
-        self.record.error = SendTimeoutError(
-            f"no send progress for {waited:.1f} s (send_timeout={self.config.send_timeout})"
-        )
+        if self.record.error is None:
+            self.record.error = SendTimeoutError(
+                f"no send progress for {waited:.1f} s (send_timeout={self.config.send_timeout})"
+            )
         self.cancel(CancelReason.SEND_TIMEOUT)
 
     def begin_drain(self, grace: float) -> None:
         """Server shutdown: cancel the stream ``grace`` seconds from now."""
-        at = time.monotonic() + grace
+        at = _clock.monotonic() + grace
         if self.drain_at is None or at < self.drain_at:
             self.drain_at = at
             self.guard.rearm(at)
 
     # ----------------------------------------------------------------- cancelling
     def cancel(self, reason: CancelReason) -> None:
-        """Cancel the stream: set the token first (threads and the GPU see it at once),
-        then cancel the task that drives the generator, then run ``on_cancel`` hooks."""
-        if self.finished or self._cancelled or self.completed:
+        """The one cancel funnel: ask the lifecycle, then perform the transition's
+        effects — the token first (threads and the GPU see it at once), then the
+        stream's own (see :meth:`cancelled`), then the ``on_cancel`` hooks."""
+        transition = self.lifecycle.handle(Event.CANCEL, reason=reason, client_gone=self.hub.disconnected)
+        if transition is Transition.IGNORED:
             return
-        self._cancelled = True
-        self.token.cancel(reason)  # the first reason wins if the app set it already
-        reason = self.token.reason or reason
-        self.record.cancel_reason = reason
-        if reason is CancelReason.DISCONNECT:
-            logger.debug("asgi_stream: client left %s; cancelling", self.describe())
-        if self.cancel_scope is not None:
-            self.cancel_scope.cancel()
-        self.close_source_early()
-        for hook in self._cancel_hooks:
-            self.run_hook(hook, "on_cancel")
+        if transition is Transition.MOVED:
+            self.token.cancel(reason)  # the first reason wins if the app set it already
+            reason = self.token.reason or reason
+            self.record.cancel_reason = reason
+            if reason is CancelReason.DISCONNECT:
+                logger.debug("asgi_stream: client left %s; cancelling", self.describe())
+        elif self.record.cancel_reason is None:
+            self.record.cancel_reason = reason
+        self.stop_producing(transition, reason)
+        if transition is Transition.MOVED:
+            for hook in self._cancel_hooks:
+                self.run_hook(hook, "on_cancel")
 
-    def close_source_early(self) -> None:
-        """Close the generator now if it is idle, without waiting for the driving task
-        (which may be stuck in a send the server shields from cancellation)."""
+    def stop_producing(self, transition: Transition, reason: CancelReason) -> None:
+        """The stream's own effects of a cancel (MOVED: it was running or not started
+        yet; ESCALATED: its final bytes must be abandoned): stop what produces it.
+
+        A final send in progress is cancelled only when it is stuck (send timeout): after
+        a disconnect it returns by itself, and the server may be completing it (an
+        HTTP/1.0 close) — cancelling it then would leave the connection open."""
+        if self.scope is not None and (transition is Transition.MOVED or reason is not CancelReason.DISCONNECT):
+            self.scope.cancel()
+        if self.on_abort is not None and self.lifecycle.ending is Ending.ABORT:
+            self.on_abort()
 
     def server_cancelled(self) -> None:
         """The server cancelled the task driving this stream (e.g. its graceful
         shutdown timeout expired): treat it as a shutdown cancellation."""
-        if not self.completed:
-            self.cancel(CancelReason.SHUTDOWN)
+        self.cancel(CancelReason.SHUTDOWN)
 
-    def _on_hub_disconnect(self) -> None:
+    def _send_failed(self) -> None:
+        """A send raised OSError (ASGI 2.4): the client is gone."""
+        self.hub.mark_disconnected()
+        self.cancel(CancelReason.DISCONNECT)
+
+    def on_hub_disconnect(self) -> None:
+        """The hub saw ``http.disconnect``."""
         self.cancel(CancelReason.DISCONNECT)
 
     def token_callback(self) -> Callable[[CancelToken], None]:
@@ -302,39 +320,40 @@ class Stream:
     @property
     def cancelled(self) -> bool:
         """Whether the stream has been cancelled (for any reason)."""
-        return self._cancelled
+        return self.lifecycle.reason is not None
 
     def add_cancel_hook(self, hook: Hook) -> None:
         """Also call ``hook(record)`` on cancellation (per-stream ``on_cancel``)."""
         self._cancel_hooks.append(hook)
 
-    # ----------------------------------------------------------------- hooks
-    def run_hook(self, hook: Hook, name: str) -> None:
-        """Call a hook now; an async hook runs as a task. Errors are logged, never raised."""
-        call_hook(hook, self.record, self.task_group, name)
-
-    async def finish_record(self, outcome: Outcome, error: BaseException | None = None) -> None:
-        """Close the record with its outcome and run ``on_end`` hooks."""
-        self.finished = True
+    # ----------------------------------------------------------------- the end
+    async def close(self) -> None:
+        """ENDING → CLOSED, once: stop the guard, close the record with its outcome,
+        run the ``on_end`` hooks. Callers have closed the generator before."""
+        lifecycle = self.lifecycle
+        if lifecycle.closed:
+            return
+        if lifecycle.state is State.CREATED:  # its driver never ran: nothing was produced
+            lifecycle.handle(Event.CANCEL, reason=CancelReason.APPLICATION)
+        elif lifecycle.running:  # the producer returned without an ending (a passthrough app)
+            lifecycle.handle(Event.FINISH)
+        lifecycle.handle(Event.CLOSE)
         self.guard.stop()
         rec = self.record
-        rec.ended_at = time.monotonic()
-        rec.outcome = outcome
-        if error is not None:
-            rec.error = error
+        rec.ended_at = _clock.monotonic()
+        rec.outcome = lifecycle.outcome
+        if lifecycle.error is not None:
+            rec.error = lifecycle.error
         await run_end_hooks(self._end_hooks, rec)
 
     def add_end_hook(self, hook: Hook) -> None:
         """Also call ``hook(record)`` when the stream ends (per-stream ``on_end``)."""
         self._end_hooks.append(hook)
 
-    def outcome_for_cancel(self) -> Outcome:
-        """The outcome matching the cancel reason."""
-        if self.token.reason is CancelReason.SEND_TIMEOUT:
-            return Outcome.TIMED_OUT
-        if self.token.reason is CancelReason.ERROR:
-            return Outcome.ERROR
-        return Outcome.CANCELLED
+    # ----------------------------------------------------------------- hooks
+    def run_hook(self, hook: Hook, name: str) -> None:
+        """Call a hook now; an async hook runs as a task. Errors are logged, never raised."""
+        call_hook(hook, self.record, self.task_group, name)
 
     def describe(self) -> str:
         """``stream #id GET /path (endpoint)`` for log lines."""

@@ -141,18 +141,31 @@ class SyncIteratorDriver:
             with self._cv:
                 closing = self._closing
             if closing:
-                break  # nobody waits for this item: close right now
+                break  # the stream is over: close right now (a waiter gets the end)
             if not self._deliver(result) or result[0] != _VALUE:
                 if result[0] == _VALUE:
                     break  # the event loop is gone
                 self._mark_closed()  # exhausted, or raised: the generator is finished
                 return
         self._close_iterator(iterator)
+        self._answer_pending()
+
+    def _answer_pending(self) -> None:
+        """A ``next()`` still waiting when the iterator closed gets the end of it
+        (normally its task was cancelled first; this makes a hang impossible)."""
+        with self._cv:
+            waiter, loop = self._waiter, self._loop
+            self._waiter = None
+        if waiter is not None and loop is not None:
+            self._result = (_STOP, None)
+            post(loop, waiter.set)
 
     def _deliver(self, result: tuple[int, Any]) -> bool:
-        self._result = result
-        waiter, loop = self._waiter, self._loop
+        with self._cv:
+            waiter, self._waiter = self._waiter, None
+        loop = self._loop
         assert waiter is not None and loop is not None
+        self._result = result
         return post(loop, waiter.set)
 
     def _close_iterator(self, iterator: Any) -> None:

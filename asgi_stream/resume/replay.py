@@ -106,7 +106,7 @@ def _consumer(
     )
     source = store.read(stream_id, after)
     if resumed:
-        source = _unless_over(source, lambda: pump.started)
+        source = _unless_over(source, lambda: pump.wire.started)
     pump = TokenPump(
         source=source,
         framer=ReplayFramer(framer, stream_id),  # type: ignore[arg-type]

@@ -1,0 +1,69 @@
+"""Wire: the send stage — the one path every message of a stream takes to the server.
+
+Two tasks may send on a stream: the one that produces it (a TokenStream's pump, the
+application for a passthrough response) and the stream's guard (keepalive comments,
+a coalescing batch that is due). :meth:`Wire.send` serialises them, stamps the time
+a send started (the guard's send timeout and keepalive read it), and always restores
+its state in ``finally`` — a send interrupted by a cancellation leaves no trace.
+
+The path is kept cheap because every token takes it: no allocation beyond the
+message, one clock read, no task, no timer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import anyio
+import anyio.lowlevel
+
+from . import _clock
+from ._types import Message, Send
+
+BODY = "http.response.body"
+
+
+class Wire:
+    """Serialised sends to one response, with the state the guard reads."""
+
+    __slots__ = ("_clock", "_gone", "_idle", "_send", "ended", "last_send", "sending", "started")
+
+    def __init__(self, send: Send, *, gone: Callable[[], None]) -> None:
+        self._send = send
+        self._gone = gone
+        self._clock = _clock.monotonic
+        #: ``http.response.start`` went out (or is going out).
+        self.started = False
+        #: The final body message went out (or is going out): nothing more may follow.
+        self.ended = False
+        #: A send is in progress (from either task).
+        self.sending = False
+        #: When the last send started (``_clock.monotonic()`` seconds).
+        self.last_send = self._clock()
+        self._idle: anyio.Event | None = None
+
+    async def send(self, message: Message, via: Send | None = None) -> None:
+        """Send ``message`` (to ``via`` instead of the default ``send`` if given) once
+        the other task's send is done. A send that raises ``OSError`` (ASGI 2.4: the
+        client is gone) reports the disconnect and returns."""
+        if self.sending:
+            await self.wait_idle()
+        self.sending = True
+        self.last_send = self._clock()
+        try:
+            await (via or self._send)(message)
+        except OSError:
+            self._gone()
+            await anyio.lowlevel.checkpoint()  # deliver the cancellation it caused here
+        finally:
+            self.sending = False
+            if self._idle is not None:
+                idle, self._idle = self._idle, None
+                idle.set()
+
+    async def wait_idle(self) -> None:
+        """Wait until the send in progress (from the other task) is done."""
+        while self.sending:
+            if self._idle is None:
+                self._idle = anyio.Event()
+            await self._idle.wait()
