@@ -123,7 +123,13 @@ class TokenPump(Stream):
         self.lifecycle.handle(Event.FINISH)
 
     async def _per_token(self, anext: Next, frame: Callable[[Any], bytes]) -> None:
-        send = self.wire.send
+        # The one place Wire.send is unrolled: a coroutine layer per token costs about
+        # 1,500 instructions (a fifth of the middleware's per-token cost). Its state is
+        # restored by this loop's ``finally``: any exit from an interrupted send leaves
+        # the loop, so no trace of it remains (see Wire.send).
+        wire = self.wire
+        send = wire.raw
+        clock = _clock.monotonic
         checkpoint = anyio.lowlevel.checkpoint
         rec = self.record
         events = nbytes = 0
@@ -145,12 +151,21 @@ class TokenPump(Stream):
                     data = frame(token)
                     if not data:
                         continue
-                await send({"type": BODY, "body": data, "more_body": True})
+                if wire.sending:
+                    await wire.wait_idle()
+                wire.sending = True
+                wire.last_send = clock()
+                try:
+                    await send({"type": BODY, "body": data, "more_body": True})
+                except OSError:
+                    await wire.gone()
+                wire.sending = False
                 events += 1
                 nbytes += len(data)
                 if not events & self.yield_mask:
                     await checkpoint()
         finally:
+            wire.done()
             rec.events += events
             rec.bytes += nbytes
 

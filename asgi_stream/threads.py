@@ -125,13 +125,17 @@ class SyncIteratorDriver:
             self._mark_closed()
             return
         iterator = self._iterator
+        stepped = False
         while True:
             with self._cv:
                 while not self._requested and not self._closing:
                     self._cv.wait()
-                if self._closing:
+                # Closing wins over a pending request, except the very first: a generator
+                # that was never entered could not run its `finally` when closed.
+                if self._closing and (stepped or not self._requested):
                     break
                 self._requested = False
+            stepped = True
             try:
                 result: tuple[int, Any] = (_VALUE, self._context.run(next, iterator))
             except StopIteration:
