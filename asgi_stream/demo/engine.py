@@ -25,6 +25,8 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
+import torch
+from transformers import StoppingCriteria
 
 from ..cancel import CancelReason, CancelToken
 from ..channel import TokenChannel
@@ -70,6 +72,16 @@ class Job:
         self.stats = GenerationStats(prompt_tokens=len(prompt_ids))
         self.submitted_at = time.monotonic()
         self.started_at: float | None = None
+        #: Set by :meth:`stop`: the finish reason of an early, normal end.
+        self.stop_reason: str | None = None
+
+    def stop(self, reason: str = "stop") -> None:
+        """End generation early as a normal finish (e.g. a stop sequence matched):
+        no further decode step starts, the channel ends as usual and
+        ``stats.finish_reason`` becomes ``reason``. Unlike setting
+        :attr:`cancel_token`, the stream is not cancelled."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
 
     @property
     def cancel_token(self) -> CancelToken:
@@ -253,8 +265,11 @@ class ModelEngine:
             job.channel,
             stats=job.stats,
             decode_lock=self.tokenizer_lock,
+            stopping_criteria=[_StopRequested(job)],
             **kwargs,
         )
+        if job.stop_reason is not None and job.stats.finish_reason == "length":
+            job.stats.finish_reason = job.stop_reason
 
     def _finish_skipped(self, job: Job) -> None:
         now = time.monotonic()
@@ -271,6 +286,19 @@ class ModelEngine:
                 self.on_done(job)
             except Exception:
                 logger.exception("asgi-stream demo: on_done hook failed")
+
+
+class _StopRequested(StoppingCriteria):
+    """Ends ``generate`` after the step during which
+    :meth:`Job.stop` was called."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        return torch.full(
+            (input_ids.shape[0],), self.job.stop_reason is not None, dtype=torch.bool, device=input_ids.device
+        )
 
 
 class PacedJob(Job):
@@ -300,7 +328,7 @@ class PacedJob(Job):
 
     async def __anext__(self) -> str:
         stats, token, i = self.stats, self._token, self._next
-        if self._finished or i >= self.params.max_tokens or token.cancelled:
+        if self._finished or i >= self.params.max_tokens or token.cancelled or self.stop_reason is not None:
             self._finish()
             raise StopAsyncIteration
         if i:
@@ -309,7 +337,7 @@ class PacedJob(Job):
             except BaseException:
                 self._finish()
                 raise
-            if token.cancelled:
+            if token.cancelled or self.stop_reason is not None:
                 self._finish()
                 raise StopAsyncIteration
         self._next = i + 1
@@ -328,7 +356,9 @@ class PacedJob(Job):
             return
         self._finished = True
         stats, token = self.stats, self._token
-        if token.cancelled or self._next < self.params.max_tokens:
+        if self.stop_reason is not None and not token.cancelled:
+            stats.finish_reason = self.stop_reason
+        elif token.cancelled or self._next < self.params.max_tokens:
             stats.finish_reason = "cancelled"
             token.cancel(CancelReason.APPLICATION)  # no-op when already set
         else:
