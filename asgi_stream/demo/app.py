@@ -32,6 +32,7 @@ from ..middleware import StreamMiddleware
 from ..record import StreamRecord
 from ..response import TokenStream
 from . import model as models
+from .batching import BatchSettings
 from .engine import Job, ModelEngine, PacedEngine, QueueFull
 from .fanout import FanOut, linked_token
 from .metrics import DemoMetrics
@@ -70,6 +71,10 @@ class DemoSettings:
     send_timeout: float = 30.0
     max_buffer: int = 1 << 20
     preload: bool = False
+    #: Continuous batching limits; None: one generation thread, one request at a time.
+    batching: BatchSettings | None = dataclasses.field(default_factory=BatchSettings)
+    #: Torch threads (process-wide, set when the model loads); None: chosen for the machine.
+    threads: int | None = None
 
 
 class DemoService:
@@ -94,7 +99,10 @@ class DemoService:
                 max_queue=settings.max_queue,
                 max_buffer=settings.max_buffer,
                 on_done=self.metrics.generation_done,
+                batching=settings.batching,
+                threads=settings.threads,
             )
+        self.metrics.watch(self.engine)
 
     # ------------------------------------------------------------ admission
     async def _encode(self, parsed: ParsedRequest) -> list[int]:
@@ -302,8 +310,11 @@ class DemoService:
             "model": engine.name,
             "engine": engine.kind,
             "loaded": engine.kind == "paced" or engine.loaded is not None,
+            "mode": engine.mode,
             "queue_depth": engine.queue_depth,
             "max_queue": engine.max_queue,
+            "generations_running": engine.running,
+            "max_running": engine.max_running,
             "running": None if current is None else current.id,
             "streams": self.metrics.recent(),
         }
