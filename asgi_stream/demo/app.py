@@ -38,6 +38,7 @@ from .fanout import FanOut, linked_token
 from .metrics import DemoMetrics
 from .openai import CHAT, TEXT, completion_body, merged_chunks, stream_chunks
 from .output import JobText
+from .responses import responses_endpoint
 from .schemas import (
     APIError,
     Limits,
@@ -386,6 +387,9 @@ def create_app(model: ModelSource = models.SMOLLM2, **options: Any) -> Starlette
     async def generate(request: Request) -> Response:
         return await service.generate(request)
 
+    async def responses(request: Request) -> Response:
+        return await responses_endpoint(service, request)
+
     async def metrics(request: Request) -> Response:
         body = service.metrics.render(service.engine.queue_depth)
         return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
@@ -411,6 +415,7 @@ def create_app(model: ModelSource = models.SMOLLM2, **options: Any) -> Starlette
         Route("/v1/models", models_list, methods=["GET"]),
         Route("/v1/completions", completions, methods=["POST"]),
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/v1/responses", responses, methods=["POST"]),
         Route("/generate", generate, methods=["POST"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/stats", stats, methods=["GET"]),
