@@ -15,10 +15,13 @@ import uuid
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from ..clients import Chunk, H1Response, H2Stream
+
+if TYPE_CHECKING:  # aioquic is imported only when HTTP/3 is used
+    from ..clients.h3 import H3Stream
 from ..ndjson import NDJSONParser
 from ..sse import SSEParser
 from ..targets import Target
@@ -122,7 +125,7 @@ class Case:
     name: str
     title: str
     run: Callable[[CaseContext], str]
-    #: Protocols it applies to ("h1", "h2").
+    #: Protocols it applies to ("h1", "h2", "h3").
     protocols: frozenset[str]
     #: Needs the suite's target app endpoints (not available with --url).
     needs_app: bool = False
@@ -230,7 +233,7 @@ class Observed:
     protocol: str
     status: int | None
     headers: list[tuple[bytes, bytes]]
-    #: Body pieces as they came off the wire (h1 chunks / h2 non-empty DATA frames).
+    #: Body pieces as they came off the wire (h1 chunks / h2, h3 non-empty DATA frames).
     chunks: list[Chunk]
     #: The same pieces after Content-Encoding decoding (empty ones dropped).
     decoded: list[Chunk]
@@ -238,8 +241,13 @@ class Observed:
     t_request: float
     t_headers: float | None
     t_end: float | None
-    raw: H1Response | H2Stream
+    raw: H1Response | H2Stream | H3Stream
     decode_error: str | None = None
+
+    @property
+    def unit(self) -> str:
+        """What one body piece is on this protocol, for evidence."""
+        return "chunk" if self.protocol == "h1" else "DATA frame"
 
     def header(self, name: str) -> str | None:
         """First value of a header, as text (lower-case name)."""
@@ -344,6 +352,27 @@ def observe_h2(stream: H2Stream) -> Observed:
     )
 
 
+def observe_h3(stream: H3Stream) -> Observed:
+    """An :class:`Observed` from an HTTP/3 request stream."""
+    enc = stream.header(b"content-encoding")
+    chunks = stream.chunks
+    decoded, err = decode_chunks(chunks, enc.decode("latin-1") if enc else None)
+    complete = stream.ended and stream.reset_by_server is None
+    return Observed(
+        "h3",
+        stream.status,
+        stream.headers,
+        chunks,
+        decoded,
+        complete,
+        stream.t_request,
+        stream.t_headers,
+        stream.t_end,
+        stream,
+        err,
+    )
+
+
 def fetch(
     ctx: CaseContext, path: str, accept: str | None = SSE, *, method: str | None = None, timeout: float | None = None
 ) -> Observed:
@@ -354,6 +383,12 @@ def fetch(
     ctx.last_request = (path, accept)
     headers = ctx.headers(accept)
     body = ctx.body()
+    if target.protocol == "h3":
+        with target.h3(timeout=timeout) as h3c:
+            s3 = h3c.request(method, path, headers=headers, body=body)
+            if not h3c.read_all([s3.stream_id], timeout=timeout):
+                raise Fail(f"HTTP/3 stream not closed after {timeout:.0f} s ({len(s3.frames)} DATA frames so far)")
+            return observe_h3(s3)
     if target.protocol == "h2":
         with target.h2(timeout=timeout) as c:
             st = c.request(method, path, headers=headers, body=body)

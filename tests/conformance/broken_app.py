@@ -14,6 +14,12 @@ without StreamMiddleware, and with the flaws named in ``CONFORMANCE_FLAWS``
                       send timeout
 ``sse-no-terminator`` the last SSE event lacks its blank line
 ``bad-json``          NDJSON lines are raw text, not JSON
+``swallow-send-errors`` ignore any exception a ``send()`` raises and keep streaming
+``leak-on-send-error`` when a ``send()`` raises: close the generator, then never return
+``serial``            one stream at a time: concurrent requests wait for each other
+
+A request may add flaws of its own with an ``x-conformance-flaws`` header (same
+syntax): one server then serves several broken variants, told apart by that header.
 
 It never sends keepalive comments and ignores the flush policy: the keepalive and
 coalesce cases fail against it whatever the flaws.
@@ -25,17 +31,28 @@ import json
 import os
 import time
 from collections.abc import AsyncIterator
+from contextvars import ContextVar
 from typing import Any
 from urllib.parse import parse_qs
 
 import anyio
 
+from conformance.asgi_tap import AsgiTap
 from conformance.hooks import Registry, StreamLog
 from conformance.target_app import UTF8_TOKENS, event_for, token_text
 
 FLAWS = {f.strip() for f in os.environ.get("CONFORMANCE_FLAWS", "").split(",") if f.strip()}
 if "content-length" in FLAWS:
     FLAWS.add("buffer")
+#: The flaws of the request being served: FLAWS plus its ``x-conformance-flaws``.
+_flaws: ContextVar[frozenset[str]] = ContextVar("flaws", default=frozenset(FLAWS))
+
+
+def has(flaw: str) -> bool:
+    """Whether the request being served has ``flaw``."""
+    return flaw in _flaws.get()
+
+
 registry = Registry()
 
 Scope = dict[str, Any]
@@ -103,11 +120,25 @@ async def _utf8(log: StreamLog, interval: float) -> AsyncIterator[Any]:
         log.finished(reason, None)
 
 
+#: Held by the stream being sent with the ``serial`` flaw.
+_serial = anyio.Lock()
+
+
+class _SendFailed(Exception):
+    """A send raised (``leak-on-send-error``)."""
+
+
 async def _send_safely(send: Any, message: dict[str, Any]) -> None:
     try:
         await send(message)
     except OSError:
         pass
+    except Exception:
+        if has("swallow-send-errors"):
+            return
+        if has("leak-on-send-error"):
+            raise _SendFailed from None
+        raise
 
 
 async def stream(scope: Scope, receive: Any, send: Any) -> None:
@@ -115,6 +146,9 @@ async def stream(scope: Scope, receive: Any, send: Any) -> None:
     q = parse_qs(scope.get("query_string", b"").decode())
     label = q.get("label", [f"anon-{time.monotonic()}"])[0]
     log = registry.open(label, "broken")
+    extra = dict(scope.get("headers", [])).get(b"x-conformance-flaws", b"").decode()
+    if extra:
+        _flaws.set(frozenset(FLAWS | {f.strip() for f in extra.split(",") if f.strip()}))
     fmt, ctype = _fmt(scope)
     if scope["path"] == "/utf8":
         source: AsyncIterator[Any] = _utf8(log, float(q.get("interval", ["0.05"])[0]))
@@ -143,12 +177,26 @@ async def stream(scope: Scope, receive: Any, send: Any) -> None:
         await send({"type": "http.response.body", "body": body})
         log.ended_at = time.monotonic()
         return
+    if has("serial"):
+        async with _serial:
+            await _respond(scope, receive, send, source, frame, headers, log)
+        return
+    try:
+        await _respond(scope, receive, send, source, frame, headers, log)
+    except* _SendFailed:
+        await source.aclose()
+        await anyio.sleep_forever()
+
+
+async def _respond(
+    scope: Scope, receive: Any, send: Any, source: AsyncIterator[Any], frame: Any, headers: Any, log: StreamLog
+) -> None:
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     if "unbounded" in FLAWS:
         await _unbounded(source, frame, send, log)
         return
     async with anyio.create_task_group() as tg:
-        if "no-cancel" not in FLAWS:
+        if not has("no-cancel"):
 
             async def watch() -> None:
                 while (await receive())["type"] != "http.disconnect":
@@ -171,7 +219,7 @@ async def stream(scope: Scope, receive: Any, send: Any) -> None:
             await _send_safely(
                 send, {"type": "http.response.body", "body": last.removesuffix(b"\n"), "more_body": True}
             )
-        if "truncate" in FLAWS:
+        if has("truncate"):
             raise RuntimeError("deliberately truncated stream")
         await _send_safely(send, {"type": "http.response.body", "body": b"", "more_body": False})
         log.outcome = "completed"
@@ -196,7 +244,7 @@ async def _unbounded(source: AsyncIterator[Any], frame: Any, send: Any, log: Str
                 await anyio.sleep(0)
 
 
-async def app(scope: Scope, receive: Any, send: Any) -> None:
+async def _app(scope: Scope, receive: Any, send: Any) -> None:
     """The raw ASGI entry point."""
     if scope["type"] == "lifespan":
         while True:
@@ -219,3 +267,7 @@ async def app(scope: Scope, receive: Any, send: Any) -> None:
         return
     await send({"type": "http.response.start", "status": 404, "headers": [(b"content-type", b"text/plain")]})
     await send({"type": "http.response.body", "body": b"not found\n"})
+
+
+#: What the servers run: inside the suite's AsgiTap, like the target app.
+app = AsgiTap(_app, registry.open_tap)
