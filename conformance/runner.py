@@ -8,7 +8,7 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .cases import CASES, Case, CaseContext, Fail, Result, ServerFault, Skip, Timing
@@ -66,7 +66,7 @@ class SuiteResult:
             "server_faults": len(self.faults),
             "duration": round(self.duration, 2),
             "counts": counts,
-            "timing": {"scale": self.timing.scale, "interval": self.timing.interval},
+            "timing": asdict(self.timing),
             "targets": [
                 {"name": t.name, "server": t.server, "status": t.status, "reason": t.reason} for t in self.targets
             ],
@@ -82,7 +82,9 @@ def run_case(case: Case, target: Target, timing: Timing) -> Result:
         return Result(case.name, target.name, "n/a")
     if reason is not None:
         return Result(case.name, target.name, "skip", reason)
-    attempts = 2 if case.timing else 1
+    # One retry for timing cases on the suite's own targets (a loaded machine); an
+    # external endpoint is judged on what it showed (and an LLM answer costs).
+    attempts = 2 if case.timing and target.app_endpoints else 1
     result = Result(case.name, target.name, "fail")
     for attempt in range(1, attempts + 1):
         result = _attempt(case, target, timing)
@@ -112,12 +114,20 @@ def _attempt(case: Case, target: Target, timing: Timing) -> Result:
             case.name, target.name, "fail", f"{type(exc).__name__}: {exc}", FAULT_TARGET, details={"traceback": tb}
         )
     result.duration = time.monotonic() - t0
+    for key, value in ctx.details.items():
+        result.details.setdefault(key, value)
+    if ctx.timelines:
+        result.details["timelines"] = [tl.as_dict() for tl in ctx.timelines]
     dead = target.alive()
     if dead is not None:
         result.status = "fail"
         result.fault = FAULT_SERVER
         result.evidence = f"server died: {dead}; {result.evidence}"
     return result
+
+
+def _alone(case: Case, target: Target) -> bool:
+    return case.alone and target.hooks is None and case.applies(target) is None
 
 
 def _start_all(
@@ -195,7 +205,15 @@ def run_suite(
                 progress(r)
             return r
 
-        pairs = [(c, t) for t in all_targets for c in selected]
+        def alone(t: Target) -> list[Result]:
+            return [job((c, t)) for c in selected if _alone(c, t)]
+
+        # Cases that read server-wide state run first, one at a time per target, while
+        # nothing else is in flight there; then everything else on the pool.
+        pairs = [(c, t) for t in all_targets for c in selected if not _alone(c, t)]
+        with ThreadPoolExecutor(max_workers=max(1, len(all_targets))) as pool:
+            for rs in pool.map(alone, all_targets):
+                results += rs
         # Interleave targets so concurrent jobs hit different servers.
         pairs.sort(key=lambda p: (selected.index(p[0]), all_targets.index(p[1])))
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
