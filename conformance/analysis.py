@@ -277,9 +277,16 @@ def judge_pacing(arrivals: Sequence[float], headers_at: float | None, budget: fl
             f"{n} {unit}s in {len(bs)} separate arrivals over {span:.2f} s{note}; {headers}{hist}",
             figures,
         )
+    if held:
+        why = (
+            f"{held_events} of them after a silence of {held[0].silence_before:.2f} s: a buffer, or a fast model "
+            f"after a slow first token, which cannot be told apart on so few"
+        )
+    else:
+        why = f"with no silence above the {budget:g} s budget, so buffering cannot be told from generation"
     return Judgement(
         UNOBSERVABLE,
         f"not observable: {n} {unit}s arrived in {len(bs)} burst(s) within {max(arrivals):.2f} s of the request, "
-        f"no silence above the {budget:g} s budget to tell buffering from generation; {PACING_LIMITS}",
+        f"{why}; {PACING_LIMITS}",
         figures,
     )

@@ -135,17 +135,21 @@ class GaugeWatch:
             else:
                 time.sleep(self.interval)
 
-    def settle(self, stable_for: float, timeout: float) -> float:
-        """Wait until the gauge reads 0, or has not changed for ``stable_for`` seconds
-        (bounded by ``timeout``); returns that baseline."""
+    def settle(self, floor: float, timeout: float, stable_for: float = 1.0) -> float:
+        """Wait for the gauge to come back to ``floor`` (what it read before the suite's
+        own streams), so that a generation left over from an earlier close cannot end
+        during the next measurement and pass for it. After ``timeout`` (a leftover that
+        never ends), settle for a value that has not changed for ``stable_for`` s.
+        Returns the baseline."""
         deadline = time.monotonic() + timeout
         value = self.read()
+        while value > floor and time.monotonic() < deadline:
+            time.sleep(self.interval * 2)
+            value = self.read()
         since = time.monotonic()
-        while value > 0 and time.monotonic() < deadline:
+        while value > floor and time.monotonic() - since < stable_for:
             time.sleep(self.interval * 2)
             now_value = self.read()
             if now_value != value:
                 value, since = now_value, time.monotonic()
-            elif time.monotonic() - since >= stable_for:
-                break
         return value

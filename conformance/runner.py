@@ -84,7 +84,7 @@ def run_case(case: Case, target: Target, timing: Timing) -> Result:
         return Result(case.name, target.name, "skip", reason)
     # One retry for timing cases on the suite's own targets (a loaded machine); an
     # external endpoint is judged on what it showed (and an LLM answer costs).
-    attempts = 2 if case.timing and target.app_endpoints else 1
+    attempts = 1 + timing.retries if case.timing and target.app_endpoints else 1
     result = Result(case.name, target.name, "fail")
     for attempt in range(1, attempts + 1):
         result = _attempt(case, target, timing)
@@ -124,6 +124,16 @@ def _attempt(case: Case, target: Target, timing: Timing) -> Result:
         result.fault = FAULT_SERVER
         result.evidence = f"server died: {dead}; {result.evidence}"
     return result
+
+
+def stop_all(targets: Sequence[Target], timeout: float = 5.0) -> None:
+    """Stop targets, all at once (each waits up to ``timeout`` s for its server to exit
+    after SIGTERM, then kills it)."""
+    threads = [threading.Thread(target=t.stop, args=(timeout,)) for t in targets]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
 
 
 def _alone(case: Case, target: Target) -> bool:
@@ -184,7 +194,6 @@ def run_suite(
     all_targets: list[Target] = list(prebuilt) + [started[i.name] for i in infos if i.name in started]
     infos = [TargetInfo(t.name, t.server) for t in prebuilt] + infos
     results: list[Result] = []
-    heavy = threading.Lock()
     try:
         for info in infos:
             if info.status == "ok":
@@ -195,32 +204,34 @@ def run_suite(
                 results.append(Result(c.name, info.name, status, f"target {info.status}: {info.reason}", fault))
 
         def job(pair: tuple[Case, Target]) -> Result:
-            c, t = pair
-            if c.heavy and c.applies(t) is None:
-                with heavy:
-                    r = run_case(c, t, timing)
-            else:
-                r = run_case(c, t, timing)
+            r = run_case(pair[0], pair[1], timing)
             if progress is not None:
                 progress(r)
             return r
 
-        def alone(t: Target) -> list[Result]:
-            return [job((c, t)) for c in selected if _alone(c, t)]
+        def one_by_one(pairs: list[tuple[Case, Target]]) -> list[Result]:
+            return [job(p) for p in pairs]
 
         # Cases that read server-wide state run first, one at a time per target, while
-        # nothing else is in flight there; then everything else on the pool.
-        pairs = [(c, t) for t in all_targets for c in selected if not _alone(c, t)]
+        # nothing else is in flight there.
+        alone = [[(c, t) for c in selected if _alone(c, t)] for t in all_targets]
         with ThreadPoolExecutor(max_workers=max(1, len(all_targets))) as pool:
-            for rs in pool.map(alone, all_targets):
+            for rs in pool.map(one_by_one, alone):
                 results += rs
-        # Interleave targets so concurrent jobs hit different servers.
-        pairs.sort(key=lambda p: (selected.index(p[0]), all_targets.index(p[1])))
-        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            results += list(pool.map(job, pairs))
+        # Then the heavy cases one after the other on their own thread, beside a pool
+        # of ``jobs`` for the rest (interleaving targets so concurrent jobs hit
+        # different servers).
+        rest = [(c, t) for t in all_targets for c in selected if not _alone(c, t)]
+        rest.sort(key=lambda p: (selected.index(p[0]), all_targets.index(p[1])))
+        heavy = [p for p in rest if p[0].heavy and p[0].applies(p[1]) is None]
+        light = [p for p in rest if p not in heavy]
+        with ThreadPoolExecutor(max_workers=max(1, jobs) + 1) as pool:
+            heavy_done = pool.submit(one_by_one, heavy)
+            light_done = [pool.submit(job, p) for p in light]
+            results += [f.result() for f in light_done]
+            results += heavy_done.result()
     finally:
-        for t in started.values():
-            t.stop()
+        stop_all(list(started.values()))
     order_c = {c.name: i for i, c in enumerate(selected)}
     order_t = {t.name: i for i, t in enumerate(infos)}
     results.sort(key=lambda r: (order_c.get(r.case, 0), order_t.get(r.target, 0)))

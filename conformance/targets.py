@@ -177,10 +177,11 @@ class Target:
         """The tails of all server logs."""
         return "\n".join(f"--- {p.name} (pid {p.pid})\n{p.log_tail()}" for p in self.processes)
 
-    def stop(self) -> None:
-        """Stop every process (proxy first) and remove the work directory."""
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop every process (proxy first; each gets ``timeout`` seconds after SIGTERM)
+        and remove the work directory."""
         for proc in reversed(self.processes):
-            proc.stop()
+            proc.stop(timeout)
         if self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
 

@@ -82,6 +82,8 @@ class Timing:
     max_delay: float = 0.25
     #: Send timeout of the slow-reader stream.
     send_timeout: float = 1.0
+    #: Retries of a failed timing case on the suite's own targets (a loaded machine).
+    retries: int = 1
     #: Timeout of one whole request (``--max-duration`` with ``--url``).
     request_timeout: float = 15.0
     # --url budgets, in seconds (not scaled).

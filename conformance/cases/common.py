@@ -152,7 +152,7 @@ def _upstream_header(ctx: CaseContext, path: str, accept: str | None, name: str)
     if ctx.target.hooks is None:
         return None
     with ctx.target.hooks.h1(timeout=5) as c:
-        c.request("HEAD", path, headers=[("accept", accept)] if accept else [])
+        c.request("HEAD", path, headers=([("accept", accept)] if accept else []) + ctx.target.extra_headers)
         value = c.read_response(deadline=time.monotonic() + 5).header(name)
     return value.decode("latin-1") if value is not None else None
 
