@@ -2,36 +2,43 @@
 and JSON Lines generators (FastAPI ≥ 0.135) get TokenStream's generator lifecycle.
 
 FastAPI iterates a *sync* (``def``) streaming path operation on its thread pool, one
-``next()`` per pool call; when the client leaves, the generator is left suspended until the
-garbage collector finds it, so its ``finally`` (releasing a model slot, a DB session, a
-lock) runs late or never. For requests that pass through :class:`~asgi_stream.StreamMiddleware`
-this module drives such a generator the way TokenStream drives sync generators: on one
-worker thread of its own, which runs every ``next()`` and finally ``close()`` right after the
-step in flight returns. The generator is closed when the request ends, whatever ended it
-(client gone, send timeout, shutdown drain, an error, or completion), before FastAPI
-tears down the path operation's ``yield`` dependencies; the request waits for the close
-at most the middleware's ``close_timeout``. Generators FastAPI leaves suspended at a ``yield``
-in its JSON Lines body are closed at that point too.
+``next()`` per pool call, and iterates every streaming generator with ``async for``, which
+never closes it: when the client leaves while a generator is suspended (a sync one always
+is, between pool calls; an async one when FastAPI was blocked sending), its ``finally``
+(releasing a model slot, a DB session, a lock) waits for the garbage collector. For
+requests that pass through :class:`~asgi_stream.StreamMiddleware`, and path operations that
+are generator functions:
 
-The middleware installs this by itself when FastAPI is imported (``install_if_imported()``
-from ``StreamMiddleware.__init__``); ``install()`` does the same explicitly. It rebinds three
-names in the ``fastapi.routing`` module, once per process, and only ever changes requests
-that carry StreamMiddleware's context; every other request runs FastAPI's own code:
+* a sync generator runs on one worker thread of its own (:class:`ThreadIterator`, as
+  TokenStream runs sync generators), which runs every ``next()`` and then ``close()``, right
+  after the step in flight returns, and exits; it no longer takes a slot of the thread pool;
+* when the request ends, whatever ended it (client gone, send timeout, shutdown drain, an
+  error, completion), the path operation's generator is closed: a sync one on its thread,
+  an async one left suspended at a ``yield`` at once (one blocked in an ``await`` is closed
+  by the cancellation itself). This happens before FastAPI tears down the path operation's
+  ``yield`` dependencies, so a ``finally`` may still use them; the request waits for it at
+  most the middleware's ``close_timeout``.
 
-* ``solve_dependencies``: calls FastAPI's, then notes the request (a context variable) for
-  the two below;
-* ``iterate_in_threadpool`` (used for sync SSE path operations): returns a
-  :class:`ThreadIterator` on a dedicated thread instead of Starlette's thread pool;
+StreamMiddleware installs this by itself when FastAPI is imported (:func:`install_if_imported`
+from ``StreamMiddleware.__init__``); :func:`install` does the same explicitly. It rebinds
+three names of the ``fastapi.routing`` module, once per process; requests that do not carry
+StreamMiddleware's context run FastAPI's own code:
+
+* ``solve_dependencies``: calls FastAPI's, then registers the request's stream closing on
+  FastAPI's request-scoped exit stack (``scope["fastapi_inner_astack"]``);
+* ``iterate_in_threadpool`` (FastAPI's sync SSE path): returns a :class:`ThreadIterator`;
 * ``StreamingResponse`` (the SSE and JSON Lines responses FastAPI builds): a subclass that
-  iterates a sync body on a :class:`ThreadIterator` and registers the body's iterator to be
-  closed when the request ends.
+  iterates a sync body on a :class:`ThreadIterator` and finds the path operation's generator
+  object among the locals of the FastAPI frame constructing it (the local whose code object
+  is the endpoint's), to close it when the request ends.
 
 With a FastAPI that lacks any of these (before 0.135: no ``fastapi.sse``), nothing is
-patched and :func:`install` returns False. :func:`uninstall` puts FastAPI's names back.
+rebound and :func:`install` returns False. :func:`uninstall` puts FastAPI's names back.
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import logging
 import sys
@@ -57,13 +64,13 @@ DEFAULT_CLOSE_TIMEOUT = 5.0
 
 _SCOPE_KEY = "asgi_stream.fastapi"
 
+#: The names of ``fastapi.routing`` this module rebinds.
+_NAMES = ("solve_dependencies", "iterate_in_threadpool", "StreamingResponse")
 _lock = threading.Lock()
 #: The names this module replaced in ``fastapi.routing``, with FastAPI's originals.
 _originals: dict[str, Any] = {}
-#: The request being handled by the current task: its scope and FastAPI's request stack.
-_current: ContextVar[tuple[dict[str, Any], AsyncExitStack] | None] = ContextVar(
-    "asgi_stream_fastapi_request", default=None
-)
+#: The streams of the request whose generator path operation the current task handles.
+_current: ContextVar[_RequestStreams | None] = ContextVar("asgi_stream_fastapi_request", default=None)
 
 
 class ThreadIterator(AsyncIterator[T]):
@@ -134,18 +141,6 @@ class _RequestStreams:
                         logger.exception("asgi_stream: closing the generator of %s raised", self.name)
 
 
-def _streams() -> _RequestStreams | None:
-    """The current request's streams, when it passes through StreamMiddleware."""
-    current = _current.get()
-    if current is None:
-        return None
-    scope, stack = current
-    streams: _RequestStreams | None = scope.get(_SCOPE_KEY)
-    if streams is None:
-        streams = scope[_SCOPE_KEY] = _RequestStreams(scope, stack)
-    return streams
-
-
 def _path_operation_generator(frame: FrameType, scope: dict[str, Any]) -> Any:
     """The generator object the path operation returned, found among the locals of
     FastAPI's request handler (the frame building the response): the one whose code is
@@ -174,22 +169,26 @@ def _closing(body: Iterator[T], generator: Generator[Any, Any, Any]) -> Iterator
 
 # ------------------------------------------------------------ the replacements
 async def _solve_dependencies(*args: Any, **kwargs: Any) -> Any:
-    """FastAPI's ``solve_dependencies``; then notes a request under StreamMiddleware."""
+    """FastAPI's ``solve_dependencies``; then, for a generator path operation under
+    StreamMiddleware, registers the request's stream closing on FastAPI's request stack
+    (after the dependencies, so it runs before their teardown and after FastAPI's own
+    SSE producer has stopped)."""
     result = await _originals["solve_dependencies"](*args, **kwargs)
-    request = kwargs.get("request")
-    scope = getattr(request, "scope", None)
-    current = None
+    streams = None
+    scope = getattr(kwargs.get("request"), "scope", None)
     if scope is not None and scope.get("type") == "http" and CTX_KEY in scope:
+        call = getattr(kwargs.get("dependant"), "call", None)
         stack = scope.get("fastapi_inner_astack", kwargs.get("async_exit_stack"))
-        if isinstance(stack, AsyncExitStack):
-            current = (scope, stack)
-    _current.set(current)
+        generator_function = inspect.isgeneratorfunction(call) or inspect.isasyncgenfunction(call)
+        if generator_function and isinstance(stack, AsyncExitStack):
+            streams = _RequestStreams(scope, stack)
+    _current.set(streams)
     return result
 
 
 def _iterate_in_thread(iterator: Iterable[T]) -> AsyncIterator[T]:
     """``iterate_in_threadpool`` for FastAPI's sync SSE path operations."""
-    streams = _streams()
+    streams = _current.get()
     if streams is None:
         original: Callable[[Iterable[T]], AsyncIterator[T]] = _originals["iterate_in_threadpool"]
         return original(iterator)
@@ -199,12 +198,12 @@ def _iterate_in_thread(iterator: Iterable[T]) -> AsyncIterator[T]:
 
 
 def _response_class(base: type[Any]) -> type[Any]:
-    class StreamingResponse(base):  # type: ignore[misc, valid-type]
+    class StreamingResponse(base):  # type: ignore[misc]
         """FastAPI's SSE / JSON Lines response; under StreamMiddleware a sync body runs on
         a :class:`ThreadIterator` and the body is closed when the request ends."""
 
         def __init__(self, content: Any, *args: Any, **kwargs: Any) -> None:
-            streams = _streams()
+            streams = _current.get()
             if streams is not None:
                 generator = _path_operation_generator(sys._getframe(1), streams.scope)
                 if not isinstance(content, AsyncIterable):
@@ -217,6 +216,7 @@ def _response_class(base: type[Any]) -> type[Any]:
             super().__init__(content, *args, **kwargs)
 
     StreamingResponse.__module__ = __name__
+    StreamingResponse.__qualname__ = "StreamingResponse"
     return StreamingResponse
 
 
@@ -253,16 +253,11 @@ def install() -> bool:
         if not supported():
             logger.debug("asgi_stream: this FastAPI has no SSE / JSON Lines streaming to hook")
             return False
-        import fastapi.routing as routing
-
-        originals = {
-            "solve_dependencies": routing.solve_dependencies,
-            "iterate_in_threadpool": routing.iterate_in_threadpool,
-            "StreamingResponse": routing.StreamingResponse,
-        }
-        routing.solve_dependencies = _solve_dependencies  # type: ignore[assignment]
+        routing: Any = importlib.import_module("fastapi.routing")
+        originals = {name: getattr(routing, name) for name in _NAMES}
+        routing.solve_dependencies = _solve_dependencies
         routing.iterate_in_threadpool = _iterate_in_thread
-        routing.StreamingResponse = _response_class(originals["StreamingResponse"])  # type: ignore[misc]
+        routing.StreamingResponse = _response_class(originals["StreamingResponse"])
         _originals.update(originals)
         return True
 
@@ -285,8 +280,7 @@ def uninstall() -> None:
     with _lock:
         if not _originals:
             return
-        import fastapi.routing as routing
-
+        routing: Any = importlib.import_module("fastapi.routing")
         for name, original in _originals.items():
             current = getattr(routing, name, None)
             ours = current is _solve_dependencies or current is _iterate_in_thread
