@@ -108,8 +108,8 @@ class StreamMiddleware:
             self._register()
         ctx = RequestContext(self, scope, receive, send)
         scope[CTX_KEY] = ctx
-        store = self.resume_store
-        cursor = cursor_of(scope) if store is not None else None
+        cursor = cursor_of(scope)
+        store = self.replay_store() if cursor is not None else None
         with collapse_excgroups():
             async with anyio.create_task_group() as tg:
                 ctx.tg = tg
