@@ -430,15 +430,18 @@ class ModelEngine:
             self._start(nxt, backend)
 
     def close(self) -> None:
-        """Refuse new jobs, cancel queued ones and stop the backend (running jobs end
-        as their streams are drained or cancelled by the server's shutdown)."""
+        """Refuse new jobs, cancel queued and running ones (the server has drained its
+        streams by now) and stop the backend."""
         with self._lock:
             self._closed = True
             waiting, self._waiting = list(self._waiting), deque()
+            running = list(self._running.values())
         for job in waiting:
             job.cancel_token.cancel(CancelReason.SHUTDOWN)
             _end(job, "cancelled")
             self._done(job)
+        for job in running:
+            job.cancel_token.cancel(CancelReason.SHUTDOWN)
         if self.backend is not None:
             self.backend.close()
 
