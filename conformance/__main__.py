@@ -107,12 +107,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _url_timing(args: argparse.Namespace, budgets: dict[str, float]) -> Timing:
     """The timing of a --url run: every request may last --max-duration."""
-    max_duration = budgets.get("max_duration", Timing.max_duration)
+    default = Timing()
     return Timing(
         scale=args.scale,
-        request_timeout=max_duration,
+        request_timeout=budgets.get("max_duration", default.max_duration),
         cancel_budget=args.cancel_budget or 5.0,
-        **budgets,
+        max_duration=budgets.get("max_duration", default.max_duration),
+        keepalive_budget=budgets.get("keepalive_budget", default.keepalive_budget),
+        pacing_budget=budgets.get("pacing_budget", default.pacing_budget),
+        stall_budget=budgets.get("stall_budget", default.stall_budget),
     )
 
 
@@ -165,7 +168,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         body = args.data.encode() if args.data is not None else b""
         method = args.method or ("POST" if args.data is not None else "GET")
         try:
-            metric = ActiveMetric(*args.active_metric, insecure=args.insecure) if args.active_metric else None
+            metric = (
+                ActiveMetric(args.active_metric[0], args.active_metric[1], insecure=args.insecure)
+                if args.active_metric
+                else None
+            )
             prebuilt.append(
                 external_target(
                     args.url,

@@ -44,11 +44,11 @@ def _nice_step(span: float, ticks: int = 8) -> float:
     raw = span / max(ticks, 1)
     if raw <= 0:
         return 1.0
-    mag = 10 ** math.floor(math.log10(raw))
-    for m in (1, 2, 5, 10):
+    mag = 10.0 ** math.floor(math.log10(raw))
+    for m in (1.0, 2.0, 5.0):
         if raw <= m * mag:
             return m * mag
-    return 10 * mag
+    return 10.0 * mag
 
 
 def plot(tl: Timeline, gauge: Sequence[Sequence[float]] = ()) -> str:
@@ -158,8 +158,10 @@ def to_html(suite: SuiteResult, title: str = "asgi-stream conformance report") -
         f"<p class='meta'>conformance {__version__} · {summary} · {suite.duration:.1f} s</p>",
         "<table><tr><th>target</th><th>what runs</th><th>status</th></tr>",
     ]
-    for t in suite.targets:
-        parts.append(f"<tr><td>{_e(t.name)}</td><td>{_e(t.server)}</td><td>{_e(t.status)} {_e(t.reason)}</td></tr>")
+    for info in suite.targets:
+        parts.append(
+            f"<tr><td>{_e(info.name)}</td><td>{_e(info.server)}</td><td>{_e(info.status)} {_e(info.reason)}</td></tr>"
+        )
     parts.append("</table>")
     parts.append(f"<p class='meta'>budgets: {_e(_budgets(suite))}</p>")
     parts.append("<h2>Results</h2><table><tr><th>case</th>")
@@ -167,17 +169,17 @@ def to_html(suite: SuiteResult, title: str = "asgi-stream conformance report") -
     parts.append("</tr>")
     for c in suite.cases:
         parts.append(f"<tr><td title='{_e(c.title)}'>{_e(c.name)}</td>")
-        for t in targets:
-            r = suite.get(c.name, t)
-            if r is None:
+        for name in targets:
+            res = suite.get(c.name, name)
+            if res is None:
                 parts.append("<td></td>")
                 continue
-            cls = STATUS_CLASS.get(r.status, "")
-            text = _e(cell(r.status, r.fault, r.attempts))
-            if r.status == "n/a":
+            cls = STATUS_CLASS.get(res.status, "")
+            text = _e(cell(res.status, res.fault, res.attempts))
+            if res.status == "n/a":
                 parts.append(f"<td class='{cls}'>{text}</td>")
             else:
-                parts.append(f"<td class='{cls}'><a href='#{_anchor(c.name, t)}'>{text}</a></td>")
+                parts.append(f"<td class='{cls}'><a href='#{_anchor(c.name, name)}'>{text}</a></td>")
         parts.append("</tr>")
     parts.append("</table>")
     parts.append(_legend())

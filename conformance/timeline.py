@@ -11,6 +11,10 @@ from typing import Any
 MAX_POINTS = 4000
 
 
+def _r(x: float) -> float:
+    return round(x, 4)
+
+
 @dataclass(slots=True)
 class Timeline:
     """One observed response."""
@@ -32,20 +36,19 @@ class Timeline:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form (offsets rounded to 0.1 ms, long lists capped)."""
-        r = lambda x: round(x, 4)
         return {
             "label": self.label,
             "protocol": self.protocol,
             "media_type": self.media_type,
             "status": self.status,
-            "headers_at": None if self.headers_at is None else r(self.headers_at),
-            "end_at": r(self.end_at),
+            "headers_at": None if self.headers_at is None else _r(self.headers_at),
+            "end_at": _r(self.end_at),
             "complete": self.complete,
             "cut": self.cut,
             "unit": self.unit,
-            "chunks": [[r(t), n] for t, n in self.chunks[:MAX_POINTS]],
-            "events": [r(t) for t in self.events[:MAX_POINTS]],
-            "comments": [r(t) for t in self.comments[:MAX_POINTS]],
+            "chunks": [[_r(t), n] for t, n in self.chunks[:MAX_POINTS]],
+            "events": [_r(t) for t in self.events[:MAX_POINTS]],
+            "comments": [_r(t) for t in self.comments[:MAX_POINTS]],
             "truncated": max(len(self.chunks), len(self.events), len(self.comments)) > MAX_POINTS,
         }
 

@@ -6,7 +6,6 @@ blame and how to fix it."""
 from __future__ import annotations
 
 import socket
-import struct
 import time
 from collections.abc import Callable
 
@@ -104,7 +103,8 @@ def cancel(ctx: CaseContext) -> str:
     gauge of running generations fall within the cancel budget."""
     watch = _gauge(ctx)
     kinds = ["fin", "rst"] if ctx.target.protocol == "h1" else ["rst_stream"]
-    notes, failures = [], []
+    notes: list[str] = []
+    failures: list[str] = []
     floor = watch.read()
     try:
         for kind in kinds:
@@ -234,7 +234,8 @@ def tcp_state(sock: socket.socket) -> int | None:
         info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)
     except (OSError, AttributeError):
         return None
-    return struct.unpack("B", info[:1])[0]
+    state: int = info[0]
+    return state
 
 
 def _ends_in_buffer(sock: socket.socket) -> bool:

@@ -247,3 +247,11 @@ def test_html_report_plots_every_observed_response(servers: Servers) -> None:
     assert plotted and html.count("<svg") >= len(plotted)
     assert "keepalive @ u" in html and "comments" in html
     assert "<script" not in html and "<link" not in html
+
+
+def test_url_budgets_default_to_llm_sizes() -> None:
+    from conformance.__main__ import _url_timing, build_parser
+
+    t = _url_timing(build_parser().parse_args(["--url", "http://127.0.0.1:9/"]), {})
+    assert (t.request_timeout, t.max_duration, t.keepalive_budget, t.pacing_budget) == (300.0, 300.0, 20.0, 1.0)
+    assert (t.cancel_budget, t.stall_budget) == (5.0, 60.0)
