@@ -20,6 +20,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .clients import H1Client, H2Client
+from .metrics import ActiveMetric
 
 if TYPE_CHECKING:  # aioquic is imported only when HTTP/3 is used
     from .clients.h3 import H3Client, QuicTLS
@@ -140,14 +142,33 @@ class Target:
     processes: list[ServerProcess] = field(default_factory=list)
     workdir: Path | None = None
     notes: list[str] = field(default_factory=list)
+    #: Default seconds one socket read may block (an external LLM stream may pause long).
+    read_timeout: float = 10.0
+    #: The gauge of running generations (``--active-metric``), for cancellation from outside.
+    active_metric: ActiveMetric | None = None
+    #: Told that a reverse proxy sits in front (``--behind-proxy``).
+    behind_proxy: bool = False
+    _memo: dict[str, Any] = field(default_factory=dict, repr=False)
+    _memo_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def h1(self, **kw: Any) -> H1Client:
         """A new HTTP/1.1 connection to the target."""
+        kw.setdefault("timeout", self.read_timeout)
         return self.endpoint.h1(**kw)
 
     def h2(self, **kw: Any) -> H2Client:
         """A new HTTP/2 connection to the target."""
+        kw.setdefault("timeout", self.read_timeout)
         return self.endpoint.h2(**kw)
+
+    def memo(self, key: str, make: Callable[[], Any]) -> Any:
+        """``make()`` once per key for this target (concurrent callers wait for the
+        first); an exception it raised is raised again to every caller."""
+        with self._memo_lock:
+            entry = self._memo.get(key)
+            if entry is None:
+                entry = self._memo[key] = _Once()
+        return entry.get(make)
 
     def h3(self, **kw: Any) -> H3Client:
         """A new HTTP/3 connection to the target."""
@@ -175,12 +196,35 @@ class Target:
         """The tails of all server logs."""
         return "\n".join(f"--- {p.name} (pid {p.pid})\n{p.log_tail()}" for p in self.processes)
 
-    def stop(self) -> None:
-        """Stop every process (proxy first) and remove the work directory."""
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop every process (proxy first; each gets ``timeout`` seconds after SIGTERM)
+        and remove the work directory."""
         for proc in reversed(self.processes):
-            proc.stop()
+            proc.stop(timeout)
         if self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+class _Once:
+    """A value computed once, by the first caller."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._done = False
+        self._value: Any = None
+        self._error: BaseException | None = None
+
+    def get(self, make: Callable[[], Any]) -> Any:
+        with self._lock:
+            if not self._done:
+                try:
+                    self._value = make()
+                except BaseException as exc:
+                    self._error = exc
+                self._done = True
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 # ---------------------------------------------------------------- helpers
@@ -599,14 +643,20 @@ def external_target(
     h3: bool = False,
     h3_port: int | None = None,
     cafile: str | None = None,
+    read_timeout: float = 300.0,
+    active_metric: ActiveMetric | None = None,
+    behind_proxy: bool = False,
+    name: str | None = None,
 ) -> Target:
     """A target for an external SSE/NDJSON endpoint (no app endpoints, no hooks).
 
-    With ``h3`` the cases speak HTTP/3 (https:// only) to UDP ``h3_port``; without
-    one, the port the endpoint advertises in ``Alt-Svc`` (``h3=":PORT"``, asked with
-    one HEAD over TLS), else the URL's port. ``cafile`` verifies the server with that
-    CA (every protocol); ``insecure`` does not verify it.
-    """
+    ``read_timeout`` bounds one socket read (a stream may pause that long);
+    ``active_metric`` is the gauge of running generations; ``behind_proxy`` says a
+    reverse proxy is in front even if its headers do not show it. With ``h3`` the
+    cases speak HTTP/3 (https:// only) to UDP ``h3_port``; without one, the port the
+    endpoint advertises in ``Alt-Svc`` (``h3=":PORT"``, asked with one HEAD over TLS),
+    else the URL's port. ``cafile`` verifies the server with that CA (every protocol);
+    ``insecure`` does not verify it."""
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)
@@ -639,8 +689,9 @@ def external_target(
             h3_port = advertised_h3_port(endpoint, path)
             notes.append(f"QUIC port {h3_port} from Alt-Svc" if h3_port else f"QUIC port {port} (the URL's)")
         endpoint.quic_port = h3_port or port
+    name = name or f"{protocol}-url"
     return Target(
-        f"{protocol}-url",
+        name,
         protocol,
         endpoint,
         f"external {url}",
@@ -650,6 +701,9 @@ def external_target(
         body=body,
         extra_headers=list(headers or []),
         notes=notes,
+        read_timeout=read_timeout,
+        active_metric=active_metric,
+        behind_proxy=behind_proxy,
     )
 
 

@@ -78,6 +78,8 @@ class H3Stream:
     #: The error codes this client sent (RESET_STREAM / STOP_SENDING), if any.
     reset_by_client: int | None = None
     stop_sending_by_client: int | None = None
+    #: DATA payload bytes received so far.
+    received: int = 0
     #: Frame parser state: the bytes of a frame still incomplete.
     _pending: bytearray = field(default_factory=bytearray)
 
@@ -123,6 +125,7 @@ class H3Stream:
                 break
             if ftype == _DATA:
                 self.frames.append(Chunk(now, bytes(buf[start : start + length]), self.stream_id))
+                self.received += length
             elif ftype != _HEADERS:
                 self.other_frames.append((now, ftype, length))
             pos = start + length
