@@ -18,6 +18,8 @@ from typing import Any
 
 #: Keep at most this many logs (oldest dropped): a long-running target stays small.
 MAX_LOGS = 2000
+#: The gauge of running generators the target apps serve on ``/metrics``.
+GAUGE = "conformance_generations_running"
 
 
 @dataclass(slots=True)
@@ -27,6 +29,8 @@ class StreamLog:
     label: str
     variant: str
     started_at: float = field(default_factory=time.monotonic)
+    #: When the generator's body began to run (None until then).
+    entered_at: float | None = None
     #: ``time.monotonic()`` just before each token was yielded.
     produced_at: list[float] = field(default_factory=list)
     #: Bytes of token payload produced (before framing).
@@ -45,6 +49,10 @@ class StreamLog:
     events: int | None = None
     bytes: int | None = None
     keepalives: int | None = None
+
+    def enter(self) -> None:
+        """Note that the generator's body began to run (it now counts as running)."""
+        self.entered_at = time.monotonic()
 
     def produced(self, nbytes: int = 0) -> None:
         """Note that a token is about to be yielded."""
@@ -79,6 +87,19 @@ class Registry:
         """The log of a label, or None."""
         with self._lock:
             return self._logs.get(label)
+
+    def running(self) -> int:
+        """Generators whose body runs and whose ``finally`` has not: what a gauge of
+        running generations (vLLM's ``num_requests_running``) would count."""
+        with self._lock:
+            return sum(1 for v in self._logs.values() if v.entered_at is not None and v.finally_at is None)
+
+    def prometheus(self) -> str:
+        """The Prometheus text page with that gauge, :data:`GAUGE`."""
+        return (
+            f"# HELP {GAUGE} Generators running (started, finally not run yet).\n"
+            f"# TYPE {GAUGE} gauge\n{GAUGE} {self.running()}\n"
+        )
 
     def on_end(self, record: Any) -> None:
         """StreamMiddleware ``on_end`` hook: copy the record's outcome into the log."""

@@ -19,6 +19,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .clients import H1Client, H2Client
+from .metrics import ActiveMetric
 
 DEFAULT_APP = "conformance.target_app:app"
 HOST = "127.0.0.1"
@@ -125,14 +127,33 @@ class Target:
     processes: list[ServerProcess] = field(default_factory=list)
     workdir: Path | None = None
     notes: list[str] = field(default_factory=list)
+    #: Default seconds one socket read may block (an external LLM stream may pause long).
+    read_timeout: float = 10.0
+    #: The gauge of running generations (``--active-metric``), for cancellation from outside.
+    active_metric: ActiveMetric | None = None
+    #: Told that a reverse proxy sits in front (``--behind-proxy``).
+    behind_proxy: bool = False
+    _memo: dict[str, Any] = field(default_factory=dict, repr=False)
+    _memo_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def h1(self, **kw: Any) -> H1Client:
         """A new HTTP/1.1 connection to the target."""
+        kw.setdefault("timeout", self.read_timeout)
         return self.endpoint.h1(**kw)
 
     def h2(self, **kw: Any) -> H2Client:
         """A new HTTP/2 connection to the target."""
+        kw.setdefault("timeout", self.read_timeout)
         return self.endpoint.h2(**kw)
+
+    def memo(self, key: str, make: Callable[[], Any]) -> Any:
+        """``make()`` once per key for this target (concurrent callers wait for the
+        first); an exception it raised is raised again to every caller."""
+        with self._memo_lock:
+            entry = self._memo.get(key)
+            if entry is None:
+                entry = self._memo[key] = _Once()
+        return entry.get(make)
 
     def hook_streams(self, labels: list[str], timeout: float = 5.0) -> dict[str, Any]:
         """GET ``/_hooks/streams?label=…`` from the target app (over HTTP/1.1)."""
@@ -156,12 +177,35 @@ class Target:
         """The tails of all server logs."""
         return "\n".join(f"--- {p.name} (pid {p.pid})\n{p.log_tail()}" for p in self.processes)
 
-    def stop(self) -> None:
-        """Stop every process (proxy first) and remove the work directory."""
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop every process (proxy first; each gets ``timeout`` seconds after SIGTERM)
+        and remove the work directory."""
         for proc in reversed(self.processes):
-            proc.stop()
+            proc.stop(timeout)
         if self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+class _Once:
+    """A value computed once, by the first caller."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._done = False
+        self._value: Any = None
+        self._error: BaseException | None = None
+
+    def get(self, make: Callable[[], Any]) -> Any:
+        with self._lock:
+            if not self._done:
+                try:
+                    self._value = make()
+                except BaseException as exc:
+                    self._error = exc
+                self._done = True
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 # ---------------------------------------------------------------- helpers
@@ -535,8 +579,16 @@ def external_target(
     body: bytes = b"",
     headers: list[tuple[str, str]] | None = None,
     insecure: bool = False,
+    read_timeout: float = 300.0,
+    active_metric: ActiveMetric | None = None,
+    behind_proxy: bool = False,
+    name: str | None = None,
 ) -> Target:
-    """A target for an external SSE/NDJSON endpoint (no app endpoints, no hooks)."""
+    """A target for an external SSE/NDJSON endpoint (no app endpoints, no hooks).
+
+    ``read_timeout`` bounds one socket read (a stream may pause that long);
+    ``active_metric`` is the gauge of running generations; ``behind_proxy`` says a
+    reverse proxy is in front even if its headers do not show it."""
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)
@@ -555,7 +607,7 @@ def external_target(
 
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     protocol = "h2" if h2 else "h1"
-    name = f"{'h2' if h2 else 'h1'}-url"
+    name = name or f"{'h2' if h2 else 'h1'}-url"
     return Target(
         name,
         protocol,
@@ -566,4 +618,7 @@ def external_target(
         method=method,
         body=body,
         extra_headers=list(headers or []),
+        read_timeout=read_timeout,
+        active_metric=active_metric,
+        behind_proxy=behind_proxy,
     )

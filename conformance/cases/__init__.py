@@ -21,6 +21,7 @@ def case(
     timing: bool = False,
     heavy: bool = False,
     needs_demo: bool = False,
+    alone: bool = False,
 ) -> Callable[[Callable[[CaseContext], str]], Callable[[CaseContext], str]]:
     """Register ``run(ctx) -> evidence`` as a case (see :class:`~.base.Case`)."""
 
@@ -38,6 +39,7 @@ def case(
             timing=timing,
             heavy=heavy,
             needs_demo=needs_demo,
+            alone=alone,
         )
         return fn
 

@@ -19,7 +19,7 @@ def wire_fault(ctx: CaseContext) -> str:
     path, accept = ctx.last_request
     try:
         with ctx.target.hooks.h1(timeout=5) as c:
-            c.request("HEAD", path, headers=[("accept", accept)] if accept else [])
+            c.request("HEAD", path, headers=([("accept", accept)] if accept else []) + ctx.target.extra_headers)
             resp = c.read_response(deadline=time.monotonic() + 5)
     except Exception:
         return FAULT_TARGET
