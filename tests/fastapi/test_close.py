@@ -4,6 +4,7 @@ its own worker thread, before FastAPI tears down the path operation's yield depe
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -67,7 +68,7 @@ def test_disconnect_mid_step_closes_the_generator(with_line, key, fmt, mode, pre
 
 
 @pytest.mark.parametrize(("fmt", "mode"), KINDS, ids=KIND_IDS)
-def test_disconnect_under_backpressure_closes_the_generator_left_at_a_yield(fresh, key, fmt, mode) -> None:
+def test_disconnect_under_backpressure_closes_the_generator_left_at_a_yield(fresh, key, fmt, mode, caplog) -> None:
     """The client stops reading, FastAPI's producer blocks on its send with the generator
     suspended at a yield, then the client leaves: FastAPI never resumes the generator, so
     it is closed when the request ends (not at the next garbage collection)."""
@@ -80,6 +81,9 @@ def test_disconnect_under_backpressure_closes_the_generator_left_at_a_yield(fres
 
     finally_at = trace.wait_finally(10.0)
     assert finally_at - closed_at < 5.0
+    wait_until(lambda: served.probes.records, 5.0, "the stream's record")
+    assert served.probes.records[0].outcome is Outcome.CANCELLED
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], "nothing logged as an error"
     if mode == "sync":
         _assert_closed_after_its_step(trace, closed_at)
     assert trace.resource_open_in_finally is True
