@@ -34,6 +34,7 @@ from ..response import TokenStream
 from . import model as models
 from .batching import BatchSettings
 from .engine import Job, ModelEngine, PacedEngine, QueueFull
+from .eventsource import stream_endpoint
 from .fanout import FanOut, linked_token
 from .metrics import DemoMetrics
 from .openai import CHAT, TEXT, completion_body, merged_chunks, stream_chunks
@@ -390,6 +391,9 @@ def create_app(model: ModelSource = models.SMOLLM2, **options: Any) -> Starlette
     async def responses(request: Request) -> Response:
         return await responses_endpoint(service, request)
 
+    async def event_stream(request: Request) -> Response:
+        return await stream_endpoint(service, request)
+
     async def metrics(request: Request) -> Response:
         body = service.metrics.render(service.engine.queue_depth)
         return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
@@ -416,6 +420,7 @@ def create_app(model: ModelSource = models.SMOLLM2, **options: Any) -> Starlette
         Route("/v1/completions", completions, methods=["POST"]),
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
         Route("/v1/responses", responses, methods=["POST"]),
+        Route("/v1/stream", event_stream, methods=["GET"]),
         Route("/generate", generate, methods=["POST"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/stats", stats, methods=["GET"]),
