@@ -157,8 +157,8 @@ class TokenPump(Stream):
                 wire.last_send = clock()
                 try:
                     await send({"type": BODY, "body": data, "more_body": True})
-                except OSError:
-                    await wire.gone()
+                except Exception as exc:  # the client is gone (see Wire.gone)
+                    await wire.gone(exc)
                 wire.sending = False
                 events += 1
                 nbytes += len(data)

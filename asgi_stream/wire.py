@@ -14,6 +14,7 @@ middleware's per-token work); its ``finally`` calls :meth:`Wire.done` likewise.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import anyio
@@ -21,6 +22,8 @@ import anyio.lowlevel
 
 from . import _clock
 from ._types import Message, Send
+
+logger = logging.getLogger("asgi_stream")
 
 BODY = "http.response.body"
 
@@ -55,14 +58,22 @@ class Wire:
         self.last_send = self._clock()
         try:
             await (via or self.raw)(message)
-        except OSError:
-            await self.gone()
+        except Exception as exc:
+            # A failing start message is the application's error (e.g. invalid headers).
+            if message.get("type") != BODY:
+                raise
+            await self.gone(exc)
         finally:
             self.done()
 
-    async def gone(self) -> None:
-        """A send raised ``OSError`` (ASGI 2.4: the client is gone): report it, and
-        let the cancellation it causes land here."""
+    async def gone(self, exc: Exception) -> None:
+        """A body send raised: the client is gone and nothing more can be sent — ASGI
+        2.4 servers raise ``OSError``; hypercorn's HTTP/3 raises aioquic's
+        ``FrameUnexpected`` once the client cancelled the request (STOP_SENDING), and
+        never sends ``http.disconnect`` (docs/conformance.md). Report it as a
+        disconnect, and let the cancellation that causes land here."""
+        if not isinstance(exc, OSError):
+            logger.debug("asgi_stream: a body send raised %r; treating it as a disconnect", exc)
         self._gone()
         await anyio.lowlevel.checkpoint()
 
