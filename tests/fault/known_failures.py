@@ -190,35 +190,6 @@ TABLE: tuple[KnownFailure, ...] = (
         ),
     ),
     KnownFailure(
-        key="fastapi-sync-generator-unclosed",
-        where="passthrough.py (no handle on FastAPI's iterator; fastapi/routing.py iterates it in the thread pool)",
-        diagnosis=(
-            "a 'def' SSE path operation is iterated by FastAPI's own producer task through "
-            "iterate_in_threadpool; when the middleware cancels the request, nobody closes the sync "
-            "generator: its finally runs only when the garbage collector finds it"
-        ),
-        signature=(r"^generator: finally ran 0 times",),
-        rows=(
-            ("fastapi_sync", "send_error", "before_first between recv_body@trio send_first send_mid"),
-            ("fastapi_sync", "server_cancel", "before_first between send_first send_mid"),
-            (
-                "fastapi_sync",
-                "lifespan_shutdown shutdown",
-                "endpoint before_first between recv_body recv_wait send_start send_first send_mid",
-            ),
-            (
-                "fastapi_sync",
-                "send_block",
-                "endpoint@trio before_first between recv_body recv_wait send_start send_first send_mid",
-            ),
-            (
-                "fastapi_sync",
-                "disconnect",
-                "endpoint@trio before_first between recv_body@trio recv_wait@trio send_start send_first send_mid",
-            ),
-        ),
-    ),
-    KnownFailure(
         key="passthrough-start-send-unguarded",
         where="passthrough.py Passthrough.start -> stream.py Stream.send_start (busy not set)",
         diagnosis=(
