@@ -14,6 +14,15 @@ from typing import Any
 from .cases import CASES, Case, CaseContext, Fail, Result, ServerFault, Skip, Timing
 from .cases.base import FAULT_SERVER, FAULT_TARGET
 from .clients import H1Error, H2Error
+
+try:
+    from .clients.h3 import H3Error
+except ImportError:  # aioquic not installed: no HTTP/3 target can run
+
+    class H3Error(Exception):  # type: ignore[no-redef]
+        """Stand-in when aioquic is missing."""
+
+
 from .targets import DEFAULT_APP, TARGETS, Target, TargetUnavailable, start_target
 
 Progress = Callable[[Result], None]
@@ -106,7 +115,7 @@ def _attempt(case: Case, target: Target, timing: Timing) -> Result:
         result = Result(case.name, target.name, "fault", exc.evidence, exc.fault)
     except Fail as exc:
         result = Result(case.name, target.name, "fail", exc.evidence, exc.fault, details=exc.details)
-    except (H1Error, H2Error) as exc:
+    except (H1Error, H2Error, H3Error) as exc:
         result = Result(case.name, target.name, "fail", f"{type(exc).__name__}: {exc}", FAULT_SERVER)
     except Exception as exc:
         tb = traceback.format_exc(limit=3)
