@@ -15,6 +15,7 @@ from . import shutdown
 from ._types import ASGIApp, Message, Receive, Scope, Send
 from .cancel import CancelToken
 from .config import DEFAULT_STREAM_MEDIA_TYPES, UNSET, StreamConfig
+from .integrations import fastapi as fastapi_integration
 from .passthrough import Passthrough, media_type_of
 from .receive import ReceiveHub
 from .record import StreamRecord
@@ -91,6 +92,7 @@ class StreamMiddleware:
         self.active: set[Any] = set()
         self.draining = False
         self._loop: anyio.lowlevel.EventLoopToken | None = None
+        fastapi_integration.install_if_imported()  # FastAPI's own SSE / JSON Lines streams
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -106,8 +108,8 @@ class StreamMiddleware:
             self._register()
         ctx = RequestContext(self, scope, receive, send)
         scope[CTX_KEY] = ctx
-        store = self.resume_store
-        cursor = cursor_of(scope) if store is not None else None
+        cursor = cursor_of(scope)
+        store = self.replay_store() if cursor is not None else None
         with collapse_excgroups():
             async with anyio.create_task_group() as tg:
                 ctx.tg = tg

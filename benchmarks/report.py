@@ -285,6 +285,96 @@ def ttfb_table(data: dict[str, dict[str, Records]]) -> str:
     return _table(["server", "target", "TTFB p50 (µs)", "TTFB p99 (µs)", "p50 over raw (µs)"], rows)
 
 
+def side_by_side_table(results: dict[str, Any]) -> str:
+    """The README's table: one column per target, the headline figure of each workload
+    (the first server kind of each workload, the largest blocking step)."""
+    keys = [t.key for t in TARGETS if _measured(results, t.key)]
+    rows: list[list[str]] = []
+    tp = results.get("throughput") or {}
+    if tp:
+        kind = next(iter(tp))
+        per_target = tp[kind]
+        raw = per_target.get(RAW, [])
+        cells = []
+        for key in keys:
+            recs = per_target.get(key, [])
+            med = spread(recs, "events_per_s")["median"]
+            ratio = paired_ratio(recs, raw, "events_per_s")["median"]
+            cells.append(
+                "–" if med is None else f"{fmt_num(med)} ({ratio:.2f}×)" if key != RAW and ratio else fmt_num(med)
+            )
+        rows.append([f"one stream, events/s (× raw), {KIND_BY_KEY[kind].label}", *cells])
+    slow = results.get("slow") or {}
+    if slow:
+        kind = next(iter(slow))
+        n = next(iter(slow[kind]))
+        per_target = slow[kind][n]
+
+        def cpu_rss(key: str) -> str:
+            recs = per_target.get(key, [])
+            cpu, rss = spread(recs, "server_cpu")["median"], spread(recs, "rss_mb")["median"]
+            if cpu is None:
+                return "–"
+            return f"{cpu * 100:.0f} % / {rss:.0f} MB" + (" (*overloaded*)" if _overloaded(recs) else "")
+
+        def p99(key: str) -> str:
+            med = spread(per_target.get(key, []), "p99_ms")["median"]
+            return "–" if med is None else fmt_num(med, 1, " ms")
+
+        rows.append([f"{int(n):,} slow streams: server CPU / RSS", *(cpu_rss(k) for k in keys)])
+        rows.append([f"{int(n):,} slow streams: p99 lateness", *(p99(k) for k in keys)])
+    disc = results.get("disconnect") or {}
+    if disc:
+        drows = [r for recs in disc.values() for r in disconnect_rows(recs)]
+        block = max(r["block"] for r in drows)
+        timeout = results["meta"]["mode"]["disconnect_timeout"]
+
+        def closed(gen: str, key: str, metric: str) -> str:
+            row = next((r for r in drows if r["target"] == key and r["generator"] == gen and r["block"] == block), None)
+            if row is None:
+                return "–"
+            if row["not_closed"]:
+                return f"not within {timeout:g} s"
+            value = row[metric]["median"]
+            return "–" if value is None else f"{value:.2f} ms"
+
+        rows.append(
+            [
+                f"disconnect → async generator closed, p99 (blocked {block:g} s)",
+                *(closed("async", k, "closed_p99") for k in keys),
+            ]
+        )
+        rows.append(
+            [
+                "disconnect → sync generator closed, p99 after its blocking step ends",
+                *(closed("sync", k, "after_step_p99") for k in keys),
+            ]
+        )
+    tt = results.get("ttfb") or {}
+    if tt:
+        kind = next(iter(tt))
+        raw_p50 = spread(tt[kind].get(RAW, []), "p50_us")["median"]
+
+        def over(key: str) -> str:
+            p50 = spread(tt[kind].get(key, []), "p50_us")["median"]
+            if key == RAW or p50 is None or raw_p50 is None:
+                return "—" if key == RAW else "–"
+            return f"{p50 - raw_p50:+,.0f} µs"
+
+        rows.append(["time to first byte over raw", *(over(k) for k in keys)])
+    return _table(["", *(label(k) for k in keys)], rows)
+
+
+def _measured(results: dict[str, Any], key: str) -> bool:
+    """Whether any workload of the run measured target ``key``."""
+    for name in ("throughput", "ttfb"):
+        if any(key in per_target for per_target in (results.get(name) or {}).values()):
+            return True
+    if any(key in per_target for per_n in (results.get("slow") or {}).values() for per_target in per_n.values()):
+        return True
+    return any(r["target"] == key for recs in (results.get("disconnect") or {}).values() for r in recs)
+
+
 # ---------------------------------------------------------------------- goals
 def _at_least(s: dict[str, Any], limit: float) -> bool | None:
     return None if s["median"] is None else s["median"] >= limit
@@ -402,6 +492,10 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         goals_table(goals(results)),
         "",
+        "## Side by side",
+        "",
+        side_by_side_table(results),
+        "",
     ]
     if results.get("throughput"):
         parts += [
@@ -475,7 +569,8 @@ def chart(results: dict[str, Any], path: Path) -> None:
     from matplotlib.transforms import blended_transform_factory
 
     keys = [t.key for t in TARGETS]
-    colors = dict(zip(keys, ["#777777", "#4c72b0", "#dd8452", "#55a868", "#8172b3"], strict=False))
+    palette = ["#777777", "#4c72b0", "#dd8452", "#c44e52", "#da8bc3", "#55a868", "#8172b3", "#937860"]
+    colors = dict(zip(keys, palette, strict=False))
     fig, axes = plt.subplots(2, 3, figsize=(18, 10))
     meta = results["meta"]
     fig.suptitle(f"asgi-stream benchmarks — {meta['date']} — {meta['machine']['cpu']} — mode {meta['mode']['name']}")

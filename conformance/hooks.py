@@ -16,8 +16,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .asgi_tap import TapLog
+
 #: Keep at most this many logs (oldest dropped): a long-running target stays small.
 MAX_LOGS = 2000
+#: The gauge of running generators the target apps serve on ``/metrics``.
+GAUGE = "conformance_generations_running"
 
 
 @dataclass(slots=True)
@@ -27,6 +31,8 @@ class StreamLog:
     label: str
     variant: str
     started_at: float = field(default_factory=time.monotonic)
+    #: When the generator's body began to run (None until then).
+    entered_at: float | None = None
     #: ``time.monotonic()`` just before each token was yielded.
     produced_at: list[float] = field(default_factory=list)
     #: Bytes of token payload produced (before framing).
@@ -46,6 +52,10 @@ class StreamLog:
     bytes: int | None = None
     keepalives: int | None = None
 
+    def enter(self) -> None:
+        """Note that the generator's body began to run (it now counts as running)."""
+        self.entered_at = time.monotonic()
+
     def produced(self, nbytes: int = 0) -> None:
         """Note that a token is about to be yielded."""
         self.produced_at.append(time.monotonic())
@@ -63,7 +73,19 @@ class Registry:
 
     def __init__(self) -> None:
         self._logs: dict[str, StreamLog] = {}
+        #: What the ASGI server told each labelled request (see :mod:`conformance.asgi_tap`).
+        self._taps: dict[str, TapLog] = {}
         self._lock = threading.Lock()
+
+    def open_tap(self, label: str) -> TapLog:
+        """A fresh :class:`TapLog` for ``label`` (the AsgiTap's factory)."""
+        tap = TapLog()
+        with self._lock:
+            self._taps.pop(label, None)
+            self._taps[label] = tap
+            while len(self._taps) > MAX_LOGS:
+                self._taps.pop(next(iter(self._taps)))
+        return tap
 
     def open(self, label: str, variant: str) -> StreamLog:
         """A fresh log for ``label`` (replacing an older one of the same label)."""
@@ -79,6 +101,19 @@ class Registry:
         """The log of a label, or None."""
         with self._lock:
             return self._logs.get(label)
+
+    def running(self) -> int:
+        """Generators whose body runs and whose ``finally`` has not: what a gauge of
+        running generations (vLLM's ``num_requests_running``) would count."""
+        with self._lock:
+            return sum(1 for v in self._logs.values() if v.entered_at is not None and v.finally_at is None)
+
+    def prometheus(self) -> str:
+        """The Prometheus text page with that gauge, :data:`GAUGE`."""
+        return (
+            f"# HELP {GAUGE} Generators running (started, finally not run yet).\n"
+            f"# TYPE {GAUGE} gauge\n{GAUGE} {self.running()}\n"
+        )
 
     def on_end(self, record: Any) -> None:
         """StreamMiddleware ``on_end`` hook: copy the record's outcome into the log."""
@@ -105,6 +140,10 @@ class Registry:
         with self._lock:
             items = list(self._logs.items()) if labels is None else [(k, self._logs.get(k)) for k in labels]
             streams = {k: (asdict(v) if v is not None else None) for k, v in items}
+            for k, v in streams.items():
+                tap = self._taps.get(k)
+                if v is not None and tap is not None:
+                    v["asgi"] = asdict(tap)
         return {"now": time.monotonic(), "pid": os.getpid(), "rss": rss_bytes(), "streams": streams}
 
 

@@ -5,7 +5,8 @@ Endpoints (all GET, HEAD too):
 
 ``/stream``
     ``n`` tokens ``"t000 "``, ``"t001 "``… (``n=0``: never ends), ``interval`` seconds
-    apart, after ``idle`` seconds of silence. ``mode=async|sync`` picks an async or a
+    apart, after ``idle`` seconds of silence, with a ``pause`` of that many seconds after
+    the first ``pause_after`` tokens. ``mode=async|sync`` picks an async or a
     sync generator; ``flush=token|coalesce`` (``max_delay``, ``max_bytes``) the flush
     policy; ``keepalive`` the idle keepalive interval; ``send_timeout``; ``anti=0``
     turns the anti-buffering header off; ``events=1`` yields :class:`Event` objects
@@ -15,6 +16,9 @@ Endpoints (all GET, HEAD too):
 ``/utf8``
     bytes tokens that split multi-byte characters across two tokens:
     ``b"A"``, ``b"\\xf0\\x9f"``, ``b"\\x98\\x80"``, ``b" \\xc3"``, ``b"\\xa9B"`` → ``"A😀 éB"``.
+``/metrics``
+    ``conformance_generations_running``, the generators whose body runs and whose
+    ``finally`` has not run yet, as a Prometheus gauge.
 ``/_hooks/streams?label=a,b``
     what each labelled stream's generator did (see :mod:`conformance.hooks`), the
     server's clock, PID and RSS.
@@ -24,11 +28,10 @@ Endpoints (all GET, HEAD too):
 
 from __future__ import annotations
 
-import base64
 import itertools
-import random
 import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -38,62 +41,52 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
-from asgi_stream import Coalesce, Event, PerToken, StreamMiddleware, TokenStream, current_cancel_token
+from asgi_stream import Coalesce, PerToken, StreamMiddleware, TokenStream, current_cancel_token
 
+from .asgi_tap import AsgiTap
 from .hooks import Registry, StreamLog
+from .tokens import MULTILINE, UTF8_TEXT, UTF8_TOKENS, event_for, expected_tokens, token_text
 
-#: The tokens of ``/utf8`` and the text they decode to.
-UTF8_TOKENS = (b"A", b"\xf0\x9f", b"\x98\x80", b" \xc3", b"\xa9B")
-UTF8_TEXT = "A\U0001f600 \u00e9B"
-#: The multi-line payload that ``events=1`` puts in the middle of the stream.
-MULTILINE = "line one\nline two\r\nline three"
+__all__ = ["MULTILINE", "UTF8_TEXT", "UTF8_TOKENS", "app", "create_app", "event_for", "expected_tokens", "token_text"]
 
 _anon = itertools.count(1)
 registry = Registry()
-#: Incompressible (base64 of seeded random bytes) padding, so a compressing proxy cannot
-#: shrink large tokens: bytes produced and bytes on the wire stay comparable.
-_FILLER = base64.b64encode(random.Random(7).randbytes(96 * 1024)).decode()
 
 
 class BadParam(ValueError):
     """A query parameter is missing or malformed (answered with 400)."""
 
 
-def token_text(i: int, size: int = 0) -> str:
-    """The i-th token of a stream (padded to ``size`` bytes with incompressible text)."""
-    text = f"t{i:03d} "
-    if size <= len(text):
-        return text
-    pad = size - len(text)
-    if pad > len(_FILLER):
-        return text + (_FILLER * (pad // len(_FILLER) + 1))[:pad]
-    start = (i * 997) % (len(_FILLER) - pad + 1)
-    return text + _FILLER[start : start + pad]
-
-
-def expected_tokens(n: int, size: int = 0) -> list[str]:
-    """The tokens ``/stream?n=…`` yields, in order."""
-    return [token_text(i, size) for i in range(n)]
-
-
-def event_for(i: int, n: int) -> Event:
-    """The Event that ``events=1`` yields for token ``i`` of ``n``."""
-    data = MULTILINE if i == n // 2 else token_text(i)
-    return Event(data=data, event="token", id=str(i))
-
-
 # ---------------------------------------------------------------- generators
-async def paced_async(
-    log: StreamLog, n: int, interval: float, idle: float, size: int, events: bool
-) -> AsyncIterator[Any]:
+@dataclass(frozen=True, slots=True)
+class Pace:
+    """How a paced stream is timed: ``n`` tokens (0: endless) ``interval`` s apart
+    after ``idle`` s, with a ``pause`` of that many seconds after token ``pause_after``."""
+
+    n: int = 5
+    interval: float = 0.1
+    idle: float = 0.0
+    pause: float = 0.0
+    pause_after: int = 0
+
+    def wait(self, i: int) -> float:
+        """Seconds to wait before token ``i``."""
+        if i == 0:
+            return self.idle
+        extra = self.pause if self.pause and i == self.pause_after else 0.0
+        return self.interval + extra
+
+
+async def paced_async(log: StreamLog, pace: Pace, size: int, events: bool) -> AsyncIterator[Any]:
     """An async generator of paced tokens that logs production and its ``finally``."""
     reason = "closed"
+    n = pace.n
+    log.enter()
     try:
-        if idle:
-            await anyio.sleep(idle)
         for i in itertools.count() if n == 0 else range(n):
-            if i and interval:
-                await anyio.sleep(interval)
+            wait = pace.wait(i)
+            if wait:
+                await anyio.sleep(wait)
             elif n == 0 and i % 16 == 0:
                 await anyio.lowlevel.checkpoint()  # a fast producer that still lets the loop breathe
             tok: Any = event_for(i, n) if events else token_text(i, size)
@@ -108,15 +101,16 @@ async def paced_async(
         log.finished(reason, token.cancelled if token is not None else None)
 
 
-def paced_sync(log: StreamLog, n: int, interval: float, idle: float, size: int, events: bool) -> Iterator[Any]:
+def paced_sync(log: StreamLog, pace: Pace, size: int, events: bool) -> Iterator[Any]:
     """The sync twin of :func:`paced_async` (runs on the stream's worker thread)."""
     reason = "closed"
+    n = pace.n
+    log.enter()
     try:
-        if idle:
-            time.sleep(idle)
         for i in itertools.count() if n == 0 else range(n):
-            if i and interval:
-                time.sleep(interval)
+            wait = pace.wait(i)
+            if wait:
+                time.sleep(wait)
             tok: Any = event_for(i, n) if events else token_text(i, size)
             log.produced(size or 5)
             yield tok
@@ -178,9 +172,13 @@ def _label(req: Request) -> str:
 
 async def stream(req: Request) -> Response:
     """Paced deterministic tokens; see the module docstring for the parameters."""
-    n = _int(req, "n", 5)
-    interval = _float(req, "interval", 0.1, hi=60)
-    idle = _float(req, "idle", 0.0, hi=60)
+    pace = Pace(
+        n=_int(req, "n", 5),
+        interval=_float(req, "interval", 0.1, hi=60),
+        idle=_float(req, "idle", 0.0, hi=60),
+        pause=_float(req, "pause", 0.0, hi=600),
+        pause_after=_int(req, "pause_after", 0),
+    )
     size = _int(req, "size", 0, hi=1 << 20)
     mode = _choice(req, "mode", ("async", "sync"))
     flush_name = _choice(req, "flush", ("token", "coalesce"))
@@ -204,7 +202,7 @@ async def stream(req: Request) -> Response:
     label = _label(req)
     log = registry.open(label, f"stream-{mode}")
     gen_fn = paced_async if mode == "async" else paced_sync
-    gen = gen_fn(log, n, interval, idle, size, events)
+    gen = gen_fn(log, pace, size, events)
     return TokenStream(gen, format=fmt, name=label, **options)  # type: ignore[arg-type]
 
 
@@ -224,6 +222,12 @@ async def hook_streams(req: Request) -> Response:
     raw = req.query_params.get("label")
     labels = [x for x in raw.split(",") if x] if raw else None
     return JSONResponse(registry.snapshot(labels))
+
+
+async def metrics(req: Request) -> Response:
+    """The gauge of running generators, in the Prometheus text format (for
+    ``--active-metric``)."""
+    return Response(registry.prometheus(), media_type="text/plain; version=0.0.4")
 
 
 async def bad_param(req: Request, exc: Exception) -> Response:
@@ -250,6 +254,7 @@ def create_app(*, keepalive: float = 15.0, send_timeout: float = 30.0) -> Starle
         Route("/stream", stream, methods=["GET", "HEAD", "POST"]),
         Route("/utf8", utf8, methods=["GET", "HEAD"]),
         Route("/_hooks/streams", hook_streams),
+        Route("/metrics", metrics),
         *_demo_routes(),
     ]
     application = Starlette(routes=routes, exception_handlers={BadParam: bad_param})
@@ -264,6 +269,9 @@ def create_app(*, keepalive: float = 15.0, send_timeout: float = 30.0) -> Starle
     return application
 
 
-app = create_app()
+application = create_app()
+#: What the servers run: the app inside an AsgiTap, which records what the server's own
+#: receive() and send() did for each labelled request (``asgi`` in the hook logs).
+app = AsgiTap(application, registry.open_tap)
 #: Whether the demo app is mounted at /demo.
-DEMO_MOUNTED = any(isinstance(r, Mount) and r.path == "/demo" for r in app.routes)
+DEMO_MOUNTED = any(isinstance(r, Mount) and r.path == "/demo" for r in application.routes)

@@ -32,9 +32,14 @@ from ..middleware import StreamMiddleware
 from ..record import StreamRecord
 from ..response import TokenStream
 from . import model as models
+from .batching import BatchSettings
 from .engine import Job, ModelEngine, PacedEngine, QueueFull
+from .eventsource import stream_endpoint
+from .fanout import FanOut, linked_token
 from .metrics import DemoMetrics
-from .openai import CHAT, TEXT, completion_body, stream_chunks
+from .openai import CHAT, TEXT, completion_body, merged_chunks, stream_chunks
+from .output import JobText
+from .responses import responses_endpoint
 from .schemas import (
     APIError,
     Limits,
@@ -45,6 +50,7 @@ from .schemas import (
     parse_generate,
     read_json_object,
 )
+from .seams import SplitSends
 
 logger = logging.getLogger("asgi_stream.demo")
 
@@ -68,6 +74,10 @@ class DemoSettings:
     send_timeout: float = 30.0
     max_buffer: int = 1 << 20
     preload: bool = False
+    #: Continuous batching limits; None: one generation thread, one request at a time.
+    batching: BatchSettings | None = dataclasses.field(default_factory=BatchSettings)
+    #: Torch threads (process-wide, set when the model loads); None: chosen for the machine.
+    threads: int | None = None
 
 
 class DemoService:
@@ -92,7 +102,10 @@ class DemoService:
                 max_queue=settings.max_queue,
                 max_buffer=settings.max_buffer,
                 on_done=self.metrics.generation_done,
+                batching=settings.batching,
+                threads=settings.threads,
             )
+        self.metrics.watch(self.engine)
 
     # ------------------------------------------------------------ admission
     async def _encode(self, parsed: ParsedRequest) -> list[int]:
@@ -171,40 +184,86 @@ class DemoService:
 
         return TokenStream(source, cancel=job.cancel_token, name=endpoint, on_end=on_end, **options)
 
-    async def collect(self, request: Request, job: Job, endpoint: str, started: float) -> str | None:
-        """The whole output of a non-streamed request (None if the client left)."""
-        parts: list[str] = []
-        token = job.cancel_token
-        outcome = "completed"
+    def token_stream_all(self, jobs: list[Job], source: Any, endpoint: str, **options: Any) -> TokenStream:
+        """Stream ``source`` for several jobs: cancelling it cancels them all."""
+
+        def on_end(record: StreamRecord) -> None:
+            for job in jobs:
+                self.metrics.stream_ended(job, endpoint, record)
+
+        return TokenStream(source, cancel=linked_token(jobs), name=endpoint, on_end=on_end, **options)
+
+    async def admit_all(self, parsed: ParsedRequest, endpoint: str) -> list[Job]:
+        """Admit ``parsed.n`` jobs for one prompt (choice ``i`` samples with ``seed + i``);
+        all or none: when one is refused, those already admitted are cancelled."""
+        if parsed.n == 1:
+            return [await self.admit(parsed, endpoint)]
+        jobs: list[Job] = []
+        seed = parsed.params.seed
+        try:
+            for i in range(parsed.n):
+                params = parsed.params if seed is None else dataclasses.replace(parsed.params, seed=seed + i)
+                jobs.append(await self.admit(dataclasses.replace(parsed, params=params), endpoint))
+        except BaseException:
+            for job in jobs:
+                job.cancel_token.cancel(CancelReason.APPLICATION)
+            raise
+        return jobs
+
+    async def collect(
+        self, request: Request, texts: list[JobText], endpoint: str, started: float
+    ) -> list[tuple[str, str]] | None:
+        """The whole output of a non-streamed request, ``(text, finish_reason)`` per
+        job (None if the client left)."""
+        jobs = [text.job for text in texts]
+        results: list[list[str]] = [[] for _ in texts]
+        failed = False
+
+        async def read(index: int, text: JobText) -> None:
+            nonlocal failed
+            iterator = text.__aiter__()
+            try:
+                async for piece in iterator:
+                    results[index].append(piece)
+            except Exception:
+                failed = True
+                logger.exception("asgi-stream demo: generation failed")
+                for job in jobs:
+                    job.cancel_token.cancel(CancelReason.ERROR)
+            finally:
+                aclose = getattr(iterator, "aclose", None)
+                if aclose is not None:
+                    with anyio.CancelScope(shield=True):
+                        await aclose()
+
         async with anyio.create_task_group() as tg:
 
             async def watch_disconnect() -> None:
                 while True:
                     message = await request.receive()
                     if message.get("type") == "http.disconnect":
-                        token.cancel(CancelReason.DISCONNECT)
+                        for job in jobs:
+                            job.cancel_token.cancel(CancelReason.DISCONNECT)
                         return
 
             tg.start_soon(watch_disconnect)
-            iterator = job.__aiter__()
-            try:
-                async for piece in iterator:
-                    parts.append(piece)
-            except Exception:
-                outcome = "error"
-                logger.exception("asgi-stream demo: generation failed")
-            finally:
-                tg.cancel_scope.cancel()
-                aclose = getattr(iterator, "aclose", None)
-                if aclose is not None:
-                    await aclose()
-        if outcome == "completed" and token.cancelled:
-            outcome = "cancelled"
-        first = job.stats.first_token_at
-        self.metrics.request_ended(job, endpoint, outcome, None if first is None else first - started, token.reason)
-        if outcome == "error":
+            async with anyio.create_task_group() as readers:
+                for index, text in enumerate(texts):
+                    readers.start_soon(read, index, text)
+            tg.cancel_scope.cancel()
+        cancelled = any(
+            job.cancel_token.cancelled and job.cancel_token.reason is not CancelReason.ERROR for job in jobs
+        )
+        outcome = "error" if failed else "cancelled" if cancelled else "completed"
+        for job in jobs:
+            first = job.stats.first_token_at
+            ttft = None if first is None else first - started
+            self.metrics.request_ended(job, endpoint, outcome, ttft, job.cancel_token.reason)
+        if failed:
             raise APIError(500, "Generation failed on the server.", type="server_error")
-        return None if outcome == "cancelled" else "".join(parts)
+        if cancelled:
+            return None
+        return [("".join(parts), text.finish_reason) for parts, text in zip(results, texts, strict=True)]
 
     async def openai(self, request: Request, kind: str) -> Response:
         """``POST /v1/completions`` and ``POST /v1/chat/completions``."""
@@ -212,20 +271,29 @@ class DemoService:
         endpoint = "chat.completions" if kind == CHAT else "completions"
         try:
             parsed = await self.parse(request, parse_chat if kind == CHAT else parse_completion)
-            job = await self.admit(parsed, endpoint)
+            jobs = await self.admit_all(parsed, endpoint)
         except APIError as error:
             return self.rejected(error)
         name = self.engine.name
+        texts = [JobText(job, parsed.stop) for job in jobs]
+        headers = {"X-Request-Id": str(jobs[0].id)}
+        if parsed.stream and len(jobs) == 1:
+            chunks = stream_chunks(kind, jobs[0], name, include_usage=parsed.include_usage, stop=parsed.stop)
+            return self.token_stream(jobs[0], chunks, endpoint, format="sse", end="[DONE]", headers=headers)
         if parsed.stream:
-            chunks = stream_chunks(kind, job, name, include_usage=parsed.include_usage)
-            return self.token_stream(job, chunks, endpoint, format="sse", end="[DONE]")
+
+            def make_stream(pairs: AsyncIterator[tuple[int, Any]]) -> TokenStream:
+                chunks = merged_chunks(kind, jobs, texts, pairs, name, include_usage=parsed.include_usage)
+                return self.token_stream_all(jobs, chunks, endpoint, format="sse", end="[DONE]", headers=headers)
+
+            return FanOut(texts, make_stream)
         try:
-            text = await self.collect(request, job, endpoint, started)
+            results = await self.collect(request, texts, endpoint, started)
         except APIError as error:
             return error.response()
-        if text is None:
+        if results is None:
             return Response(status_code=499)
-        return JSONResponse(completion_body(kind, job, name, text))
+        return JSONResponse(completion_body(kind, jobs, name, results), headers=headers)
 
     async def generate(self, request: Request) -> Response:
         """``POST /generate``: text, SSE or NDJSON by ``Accept``."""
@@ -234,7 +302,8 @@ class DemoService:
             job = await self.admit(parsed, "generate")
         except APIError as error:
             return self.rejected(error)
-        return self.token_stream(job, job, "generate")
+        source = JobText(job, parsed.stop) if parsed.stop else job
+        return self.token_stream(job, source, "generate", headers={"X-Request-Id": str(job.id)})
 
     def stats(self) -> dict[str, Any]:
         """``GET /stats``: the engine's state and recent streams."""
@@ -244,8 +313,11 @@ class DemoService:
             "model": engine.name,
             "engine": engine.kind,
             "loaded": engine.kind == "paced" or engine.loaded is not None,
+            "mode": engine.mode,
             "queue_depth": engine.queue_depth,
             "max_queue": engine.max_queue,
+            "generations_running": engine.running,
+            "max_running": engine.max_running,
             "running": None if current is None else current.id,
             "streams": self.metrics.recent(),
         }
@@ -317,12 +389,27 @@ def create_app(model: ModelSource = models.SMOLLM2, **options: Any) -> Starlette
     async def generate(request: Request) -> Response:
         return await service.generate(request)
 
+    async def responses(request: Request) -> Response:
+        return await responses_endpoint(service, request)
+
+    async def event_stream(request: Request) -> Response:
+        return await stream_endpoint(service, request)
+
     async def metrics(request: Request) -> Response:
         body = service.metrics.render(service.engine.queue_depth)
         return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def stats(request: Request) -> Response:
         return JSONResponse(service.stats())
+
+    async def stats_one(request: Request) -> Response:
+        wanted = request.path_params["id"]
+        for entry in service.metrics.recent():
+            if entry["id"] == wanted:
+                return JSONResponse(entry)
+        return JSONResponse(
+            error_payload(f"No recent request {wanted}.", type="not_found_error", param="id"), status_code=404
+        )
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok", "model": service.engine.name})
@@ -342,9 +429,12 @@ def create_app(model: ModelSource = models.SMOLLM2, **options: Any) -> Starlette
         Route("/v1/models", models_list, methods=["GET"]),
         Route("/v1/completions", completions, methods=["POST"]),
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/v1/responses", responses, methods=["POST"]),
+        Route("/v1/stream", event_stream, methods=["GET"]),
         Route("/generate", generate, methods=["POST"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/stats", stats, methods=["GET"]),
+        Route("/stats/{id:int}", stats_one, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
     ]
     app = Starlette(
@@ -360,6 +450,7 @@ def create_app(model: ModelSource = models.SMOLLM2, **options: Any) -> Starlette
         max_buffer=settings.max_buffer,
         error_payload=_stream_error,
     )
+    app.add_middleware(SplitSends)  # outside StreamMiddleware: it moves read boundaries only
     app.state.service = service
     app.state.settings = settings
     return app

@@ -1,6 +1,7 @@
 """The ``asgi-stream`` console script.
 
 asgi-stream demo [--host 127.0.0.1] [--port 8000] [--model PATH | --tiny] [--paced] [--http2]
+                 [--threads N] [--max-batch N | --no-batching] [--max-queue N]
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import model as models
+
+#: ``BatchSettings.max_batch``'s default, named here so ``--help`` needs no torch import.
+DEFAULT_MAX_BATCH = 16
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -48,7 +52,30 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--keepalive", type=float, default=10.0, metavar="S", help="SSE keepalive interval in seconds (default: 10)"
     )
+    demo.add_argument(
+        "--threads",
+        type=_positive,
+        metavar="N",
+        help="torch threads for generation (default: chosen for the machine, 1 on two CPUs)",
+    )
+    batch = demo.add_mutually_exclusive_group()
+    batch.add_argument(
+        "--max-batch",
+        type=_positive,
+        metavar="N",
+        help=f"generations batched together (default: {DEFAULT_MAX_BATCH})",
+    )
+    batch.add_argument(
+        "--no-batching", action="store_true", help="one generation thread, one request at a time (no batching)"
+    )
     return parser
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def _say(message: str) -> None:
@@ -57,8 +84,15 @@ def _say(message: str) -> None:
 
 def _build(args: argparse.Namespace) -> Any:
     from .app import create_app
+    from .batching import BatchSettings
 
-    options: dict[str, Any] = {"max_queue": args.max_queue, "keepalive": args.keepalive, "device": args.device}
+    options: dict[str, Any] = {
+        "max_queue": args.max_queue,
+        "keepalive": args.keepalive,
+        "device": args.device,
+        "threads": args.threads,
+        "batching": None if args.no_batching else BatchSettings(max_batch=args.max_batch or DEFAULT_MAX_BATCH),
+    }
     if args.paced:
         _say(f"paced mode: no model, one token every {args.paced_interval} s")
         return create_app(paced=True, paced_interval=args.paced_interval, paced_tokens=args.paced_tokens, **options)
@@ -69,9 +103,22 @@ def _build(args: argparse.Namespace) -> Any:
     _say(f"loading {label}…")
     started = time.monotonic()
     app = create_app(spec, preload=True, **options)
-    loaded = app.state.service.engine.loaded
+    engine = app.state.service.engine
+    loaded = engine.loaded
     _say(f"model ready in {time.monotonic() - started:.1f} s on {loaded.device} ({loaded.dtype})")
+    if engine.mode == "batched":
+        how = f"continuous batching, up to {engine.max_running} streams at once"
+    else:
+        how = f"one stream at a time ({engine.fallback_reason})"
+    _say(f"{how}; {torch_threads()} torch thread(s)")
     return app
+
+
+def torch_threads() -> int:
+    """Torch's intra-op thread count now."""
+    import torch
+
+    return int(torch.get_num_threads())
 
 
 def _announce(host: str, port: int, http2: bool) -> None:
@@ -97,7 +144,9 @@ def _serve_uvicorn(app: Any, host: str, port: int) -> None:
 
     sock = _listen(host, port)
     _announce(host, sock.getsockname()[1], False)
-    config = uvicorn.Config(app, log_level="info", timeout_graceful_shutdown=15)
+    # h11, not httptools: httptools answers an HTTP/1.0 client with a chunked body,
+    # which HTTP/1.0 does not have (the client sees the chunk sizes as text).
+    config = uvicorn.Config(app, log_level="info", timeout_graceful_shutdown=15, http="h11")
     uvicorn.Server(config).run(sockets=[sock])
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import (
     CollectorRegistry,
@@ -26,6 +26,18 @@ from ..record import Outcome, StreamRecord
 from .engine import Job
 
 PREFIX = "asgi_stream_demo"
+
+
+class EngineState(Protocol):
+    """What the gauges read from an engine."""
+
+    @property
+    def queue_depth(self) -> int: ...
+
+    @property
+    def running(self) -> int: ...
+
+
 _TIME_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _OUTCOMES = {
     Outcome.COMPLETED: "completed",
@@ -82,7 +94,15 @@ class DemoMetrics:
             buckets=_TIME_BUCKETS,
             registry=r,
         )
-        self.queue_depth = Gauge(f"{PREFIX}_queue_depth", "Requests waiting for the generation worker.", registry=r)
+        self.queue_depth = Gauge(
+            f"{PREFIX}_queue_depth", "Admitted requests waiting for a generation slot.", registry=r
+        )
+        self.generations_running = Gauge(
+            f"{PREFIX}_generations_running",
+            "Generations running now: sequences in the batch, or the worker's job.",
+            registry=r,
+        )
+        self._watched = False
         self._lock = threading.Lock()
         self._keep = keep
         self._recent: OrderedDict[int, dict[str, Any]] = OrderedDict()
@@ -154,7 +174,14 @@ class DemoMetrics:
         with self._lock:
             return [dict(e) for e in self._recent.values()]
 
-    def render(self, queue_depth: int) -> bytes:
-        """The Prometheus text exposition."""
-        self.queue_depth.set(queue_depth)
+    def watch(self, engine: EngineState) -> None:
+        """Read ``queue_depth`` and ``generations_running`` from ``engine`` at every scrape."""
+        self.queue_depth.set_function(lambda: engine.queue_depth)
+        self.generations_running.set_function(lambda: engine.running)
+        self._watched = True
+
+    def render(self, queue_depth: int | None = None) -> bytes:
+        """The Prometheus text exposition (``queue_depth``: for an unwatched engine)."""
+        if queue_depth is not None and not self._watched:
+            self.queue_depth.set(queue_depth)
         return generate_latest(self.registry)

@@ -10,9 +10,10 @@ import importlib.util
 import logging
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 logger = logging.getLogger("asgi_stream.demo")
 
@@ -37,6 +38,18 @@ class LoadedModel:
     load_seconds: float = 0.0
     #: Extra keyword arguments for every ``generate`` call (e.g. logits processors).
     generate_kwargs: dict[str, Any] = field(default_factory=dict)
+    #: A rule on which tokens may come next (also applied inside a batch), or None.
+    constraint: TokenConstraint | None = None
+
+
+class TokenConstraint(Protocol):
+    """Which tokens may follow a sequence, from its last :attr:`window` tokens."""
+
+    #: How many trailing tokens :meth:`allowed` needs.
+    window: int
+
+    def allowed(self, tail: Sequence[int]) -> Any:
+        """A boolean tensor over the vocabulary: True where a token may come next."""
 
 
 def smollm2_folder() -> Path:
@@ -123,7 +136,9 @@ def load_tiny(seed: int = 0, device: str | None = None) -> LoadedModel:
             param.copy_(torch.randn(param.shape, generator=generator) * 0.5)
     dev, _ = _placement(device)
     loaded = _finish("tiny-random-llama", model, tokenizer, dev, torch.float32, started)
-    loaded.generate_kwargs["logits_processor"] = [ValidUtf8Processor(len(tokenizer))]
+    constraint = ValidUtf8Processor(len(tokenizer))
+    loaded.generate_kwargs["logits_processor"] = [constraint]
+    loaded.constraint = constraint
     return loaded
 
 
@@ -131,7 +146,13 @@ class ValidUtf8Processor:
     """A logits processor keeping a byte-level (ByT5-vocabulary) model's output valid,
     printable UTF-8: printable ASCII, TAB, LF, and 2- or 3-byte characters whose
     continuation bytes are forced. Multi-byte characters thus span several tokens.
-    End of sequence is never chosen: the tiny model always writes ``max_tokens``."""
+    End of sequence is never chosen: the tiny model always writes ``max_tokens``.
+
+    It is also a :class:`TokenConstraint` (:meth:`allowed`), which is how it applies
+    inside a continuous batch."""
+
+    #: Trailing tokens needed to know how many continuation bytes are owed.
+    window = 3
 
     def __init__(self, vocab_size: int) -> None:
         import torch
@@ -157,6 +178,10 @@ class ValidUtf8Processor:
             need = 1 if 0xC0 <= byte < 0xE0 else 2 if 0xE0 <= byte < 0xF0 else 0
             return max(0, need - seen)
         return 0
+
+    def allowed(self, tail: Sequence[int]) -> Any:
+        """The tokens that may follow ``tail`` (a sequence's last tokens)."""
+        return self.continuation if self._pending(list(tail)) else self.free
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
         if self.free.device != scores.device:

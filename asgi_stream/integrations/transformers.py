@@ -240,11 +240,14 @@ class ChannelStreamer(BaseStreamer):
         stats: GenerationStats,
         *,
         skip_prompt: bool = True,
+        stop: CancelToken | None = None,
     ) -> None:
         self.detokenizer = detokenizer
         self.channel = channel
         self.stats = stats
         self._skip_prompt = skip_prompt
+        #: Once set, nothing more is emitted (default: the channel's token).
+        self.stop = stop if stop is not None else channel.cancel_token
         #: The last generated id (to tell end-of-sequence from the length limit).
         self.last_id: int | None = None
 
@@ -272,11 +275,11 @@ class ChannelStreamer(BaseStreamer):
 
     def _emit(self, text: str) -> None:
         token = self.channel.cancel_token
-        if token.cancelled:
+        if token.cancelled or self.stop.cancelled:
             return
         if self.stats.first_token_at is None:
             self.stats.first_token_at = time.monotonic()
-        if not self.channel.put(text):
+        if not self.channel.put(text) and not self.stop.cancelled:
             token.cancel(CancelReason.APPLICATION)
 
 
@@ -313,12 +316,15 @@ def generate_into(
     decode_lock: threading.Lock | None = None,
     skip_special_tokens: bool = True,
     interrupt: bool = True,
+    cancel: CancelToken | None = None,
     **generate_kwargs: Any,
 ) -> GenerationStats:
     """Run ``model.generate`` in the calling thread, streaming text into ``channel``.
 
-    Generation stops at the end of sequence, at the length limit, or once
-    ``channel.cancel_token`` is set (client gone, send timeout, shutdown, overflow):
+    Generation stops at the end of sequence, at the length limit, or once the
+    ``cancel`` token (default ``channel.cancel_token``: client gone, send timeout,
+    shutdown, overflow) is set — a separate ``cancel`` token lets the caller end
+    generation without cancelling the stream (nothing more is emitted once it is set):
     with ``interrupt`` (default) at the next layer boundary of the forward pass in
     flight (see :func:`install_layer_checks`), else after that pass. The channel is always closed at the end — with the error if
     ``generate`` raised, so the stream fails visibly; this function itself never raises
@@ -328,14 +334,14 @@ def generate_into(
     ``temperature``...); a ``stopping_criteria`` list given there is kept.
     """
     stats = stats if stats is not None else GenerationStats()
-    token = channel.cancel_token
+    token = cancel if cancel is not None else channel.cancel_token
     error: BaseException | None = None
     stats.started_at = time.monotonic()
     try:
         ids = _as_input_ids(input_ids)
         stats.prompt_tokens = int(ids.shape[1])
         if token.cancelled:
-            stats.finish_reason = "cancelled"
+            stats.finish_reason = stats.finish_reason or "cancelled"
             return stats
         device = getattr(model, "device", None)
         if device is not None:
@@ -346,7 +352,7 @@ def generate_into(
         detokenizer = IncrementalDetokenizer(
             tokenizer, context=context, skip_special_tokens=skip_special_tokens, lock=decode_lock
         )
-        streamer = ChannelStreamer(detokenizer, channel, stats)
+        streamer = ChannelStreamer(detokenizer, channel, stats, stop=token)
         eos = _eos_ids(model, tokenizer)
         if "pad_token_id" not in generate_kwargs:
             pad = getattr(tokenizer, "pad_token_id", None)
@@ -369,7 +375,7 @@ def generate_into(
         finally:
             _running.token = previous
         if token.cancelled:
-            stats.finish_reason = "cancelled"
+            stats.finish_reason = stats.finish_reason or "cancelled"  # a caller's own reason (a stop) is kept
         elif streamer.last_id is not None and streamer.last_id in eos:
             stats.finish_reason = "stop"
         else:

@@ -22,6 +22,8 @@ TARGETS: tuple[Target, ...] = (
     Target("raw", "raw ASGI", "benchmarks.targets.raw:app"),
     Target("starlette", "Starlette StreamingResponse", "benchmarks.targets.starlette_stream:app"),
     Target("sse-starlette", "sse-starlette", "benchmarks.targets.sse_starlette_app:app"),
+    Target("fastapi", "FastAPI EventSourceResponse", "benchmarks.targets.fastapi_sse:app"),
+    Target("fastapi-line", "FastAPI EventSourceResponse + the line", "benchmarks.targets.fastapi_sse:line_app"),
     Target("asgi-stream", "asgi-stream per-token", "benchmarks.targets.asgi_stream_app:per_token_app"),
     Target("asgi-stream-coalesce", "asgi-stream coalescing", "benchmarks.targets.asgi_stream_app:coalesce_app"),
 )

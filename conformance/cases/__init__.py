@@ -21,6 +21,7 @@ def case(
     timing: bool = False,
     heavy: bool = False,
     needs_demo: bool = False,
+    alone: bool = False,
 ) -> Callable[[Callable[[CaseContext], str]], Callable[[CaseContext], str]]:
     """Register ``run(ctx) -> evidence`` as a case (see :class:`~.base.Case`)."""
 
@@ -38,6 +39,7 @@ def case(
             timing=timing,
             heavy=heavy,
             needs_demo=needs_demo,
+            alone=alone,
         )
         return fn
 
@@ -46,7 +48,7 @@ def case(
 
 # Registration order is report order.
 # isort: off
-from . import common, http1, http2, proxy as _proxy, demo  # noqa: E402,F401
+from . import common, http1, http2, http3, proxy as _proxy, demo  # noqa: E402,F401
 # isort: on
 
 __all__ = ["CASES", "Case", "CaseContext", "Fail", "Result", "ServerFault", "Skip", "Timing", "case"]

@@ -19,7 +19,7 @@ def wire_fault(ctx: CaseContext) -> str:
     path, accept = ctx.last_request
     try:
         with ctx.target.hooks.h1(timeout=5) as c:
-            c.request("HEAD", path, headers=[("accept", accept)] if accept else [])
+            c.request("HEAD", path, headers=([("accept", accept)] if accept else []) + ctx.target.extra_headers)
             resp = c.read_response(deadline=time.monotonic() + 5)
     except Exception:
         return FAULT_TARGET
@@ -41,7 +41,7 @@ def events_by_chunk(obs: Observed) -> tuple[SSEParser, list[tuple[int, int]]]:
 
 def require_one_event_per_chunk(ctx: CaseContext, obs: Observed, counts: list[tuple[int, int]]) -> None:
     """Every chunk carries exactly one event (or only comments)."""
-    unit = "DATA frame" if obs.protocol == "h2" else "chunk"
+    unit = obs.unit
     for i, (events, comments) in enumerate(counts):
         if events > 1:
             raise Fail(

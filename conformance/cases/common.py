@@ -6,8 +6,8 @@ from __future__ import annotations
 import time
 
 from ..clients import H2Error
-from ..target_app import UTF8_TEXT, event_for, expected_tokens
-from . import case
+from ..tokens import UTF8_TEXT, event_for, expected_tokens
+from . import case, outside
 from ._checks import (
     cancelled_in_budget,
     events_by_chunk,
@@ -18,7 +18,22 @@ from ._checks import (
     utf8_chunks_ok,
     wire_fault,
 )
-from .base import FAULT_SERVER, NDJSON, SSE, TEXT, CaseContext, Fail, Skip, fetch, require
+from .base import (
+    FAULT_PROXY,
+    FAULT_SERVER,
+    FAULT_TARGET,
+    NDJSON,
+    NDJSON_TYPES,
+    SSE,
+    TEXT,
+    CaseContext,
+    Fail,
+    Observed,
+    Skip,
+    fetch,
+    observe_url,
+    require,
+)
 
 CONNECTION_SPECIFIC = ("connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade")
 
@@ -28,63 +43,108 @@ def _stream_kw(ctx: CaseContext, **extra: object) -> dict[str, object]:
 
 
 # ---------------------------------------------------------------- headers
+STREAM_TYPES = ("text/event-stream", *NDJSON_TYPES, "application/json-seq", "text/plain")
+
+
 @case(
     "headers",
     "status and headers: negotiated Content-Type, no Content-Length, chunked (h1), Cache-Control, X-Accel-Buffering",
 )
 def headers(ctx: CaseContext) -> str:
-    """One request per format; every response must carry the streaming headers."""
-    formats = [(SSE, "text/event-stream"), (NDJSON, "application/x-ndjson"), (TEXT, "text/plain")]
+    """One request per format (the shared request with ``--url``); every response must
+    carry the streaming headers. All the problems are listed, each with its layer."""
     if ctx.external:
-        formats = [(None, None)]
-    notes = []
-    for accept, media in formats:
-        obs = fetch(ctx, ctx.path(n=2, interval="0.01"), accept)
-        what = f"Accept: {accept}" if accept else "the URL"
-        require(obs.status == 200, f"{what}: status {obs.status}")
-        if media is not None:
-            require(obs.media_type == media, f"{what}: Content-Type {obs.header('content-type')!r}, expected {media}")
-        else:
-            require(
-                obs.media_type
-                in (
-                    "text/event-stream",
-                    "application/x-ndjson",
-                    "application/jsonl",
-                    "application/json-seq",
-                    "text/plain",
-                ),
-                f"Content-Type {obs.header('content-type')!r} is not a streaming type",
-            )
-        require(
-            obs.header("content-length") is None, f"{what}: Content-Length {obs.header('content-length')} on a stream"
+        obs = observe_url(ctx)
+        problems, note = _header_problems(ctx, obs, None, "the URL")
+        notes = [note]
+    else:
+        problems, notes = [], []
+        for accept, media in ((SSE, SSE), (NDJSON, NDJSON), (TEXT, TEXT)):
+            obs = fetch(ctx, ctx.path(n=2, interval="0.01"), accept)
+            found, note = _header_problems(ctx, obs, media, f"Accept: {accept}")
+            problems += found
+            notes.append(note)
+    if problems:
+        layers = {layer for layer, _ in problems}
+        fault = FAULT_TARGET if FAULT_TARGET in layers else sorted(layers)[0]
+        raise Fail(
+            f"{len(problems)} problem(s): " + "; ".join(f"[{layer}] {text}" for layer, text in problems),
+            fault=fault,
+            details={"problems": [{"layer": layer, "problem": text} for layer, text in problems]},
         )
-        if obs.protocol == "h1":
-            te = (obs.header("transfer-encoding") or "").lower()
-            require("chunked" in te, f"{what}: Transfer-Encoding {te!r}, expected chunked", fault=FAULT_SERVER)
-        else:
-            bad = [k.decode() for k, _ in obs.headers if k.decode() in CONNECTION_SPECIFIC]
-            require(not bad, f"{what}: connection-specific headers on HTTP/2: {bad}", fault=FAULT_SERVER)
-        cc = (obs.header("cache-control") or "").lower()
-        require("no-cache" in cc or "no-store" in cc, f"{what}: Cache-Control {cc!r}, expected no-cache")
-        xab = obs.header("x-accel-buffering")
-        if ctx.target.proxy == "nginx":
-            # nginx consumes X-Accel-* headers from the upstream (proxy_hide_header default):
-            # check that the app sent it by asking the upstream directly.
-            require(xab is None, f"{what}: nginx passed X-Accel-Buffering through ({xab!r})")
-            upstream = _upstream_header(ctx, ctx.path(n=2, interval="0.01"), accept, "x-accel-buffering")
-            require(
-                upstream in ("no", None) if ctx.target.hooks is None else upstream == "no",
-                f"{what}: the app's response to nginx has X-Accel-Buffering {upstream!r}, expected 'no'",
-            )
-            notes.append(
-                f"{media or obs.media_type}: ok (X-Accel-Buffering: no sent upstream and consumed by nginx, "
-                f"Content-Encoding {obs.header('content-encoding')})"
-            )
-        else:
-            require(xab == "no", f"{what}: X-Accel-Buffering {xab!r}, expected 'no'")
-            notes.append(f"{media or obs.media_type}: ok")
     return "; ".join(notes)
+
+
+def _header_problems(
+    ctx: CaseContext, obs: Observed, media: str | None, what: str
+) -> tuple[list[tuple[str, str]], str]:
+    """Every streaming-header problem of one response, as (layer, problem + fix), and
+    a note of what was fine."""
+    problems: list[tuple[str, str]] = []
+
+    def problem(layer: str, text: str) -> None:
+        problems.append((layer, f"{what}: {text}"))
+
+    proxy = ctx.proxy(obs)
+    if obs.status != 200:
+        problem(FAULT_TARGET, f"status {obs.status}")
+    ctype = obs.header("content-type")
+    if media is not None and obs.media_type != media:
+        problem(FAULT_TARGET, f"Content-Type {ctype!r}, expected {media}")
+    elif media is None and obs.media_type not in STREAM_TYPES:
+        problem(
+            FAULT_TARGET,
+            f"Content-Type {ctype!r} is not a streaming type (fix: text/event-stream or application/x-ndjson)",
+        )
+    length = obs.header("content-length")
+    if length is not None:
+        problem(FAULT_TARGET, f"Content-Length {length} on a stream (the body was buffered whole; fix: stream it)")
+    if obs.protocol == "h1" and length is None:
+        te = (obs.header("transfer-encoding") or "").lower()
+        if "chunked" not in te:
+            layer = FAULT_PROXY if proxy is not None else FAULT_SERVER
+            problem(layer, f"Transfer-Encoding {te!r}, expected chunked")
+    elif obs.protocol != "h1":
+        bad = [k.decode() for k, _ in obs.headers if k.decode() in CONNECTION_SPECIFIC]
+        if bad:
+            problem(FAULT_SERVER, f"connection-specific headers on HTTP/2: {bad}")
+    cc = (obs.header("cache-control") or "").lower()
+    if "no-cache" not in cc and "no-store" not in cc:
+        problem(
+            FAULT_TARGET,
+            f"Cache-Control {cc or None!r}, expected no-cache (fix: send Cache-Control: no-cache so caches and "
+            f"CDNs neither store nor hold the stream)",
+        )
+    xab = obs.header("x-accel-buffering")
+    kind = media or obs.media_type or "the stream"
+    encoding = obs.header("content-encoding")
+    if ctx.target.proxy == "nginx":
+        # nginx consumes X-Accel-* headers from the upstream (proxy_hide_header default):
+        # check that the app sent it by asking the upstream directly.
+        if xab is not None:
+            problem(FAULT_PROXY, f"nginx passed X-Accel-Buffering through ({xab!r})")
+        upstream = _upstream_header(ctx, ctx.path(n=2, interval="0.01"), media, "x-accel-buffering")
+        if upstream != "no" and ctx.target.hooks is not None:
+            problem(FAULT_TARGET, f"the app's response to nginx has X-Accel-Buffering {upstream!r}, expected 'no'")
+        note = f"{kind}: ok (X-Accel-Buffering: no sent upstream and consumed by nginx, Content-Encoding {encoding})"
+    elif xab is None and proxy is not None:
+        note = (
+            f"{kind}: ok; note: no X-Accel-Buffering, which a proxy in front ({proxy.evidence}) consumes after "
+            f"honouring it: whether the app sent it cannot be seen from here (per-token shows whether the stream "
+            f"arrives paced)"
+        )
+    elif xab != "no":
+        problem(
+            FAULT_TARGET,
+            f"X-Accel-Buffering {xab!r}, expected 'no' (fix: send X-Accel-Buffering: no, so that an nginx put in "
+            f"front does not buffer the stream; or pass --behind-proxy if a proxy in front removes it)",
+        )
+        note = ""
+    else:
+        note = f"{kind}: ok" + (f" (through {proxy.evidence})" if proxy is not None else "")
+    if encoding and encoding.lower() not in ("identity",):
+        note += f"; Content-Encoding {encoding} (per-token shows whether compression holds events back)"
+    return problems, note
 
 
 def _upstream_header(ctx: CaseContext, path: str, accept: str | None, name: str) -> str | None:
@@ -92,47 +152,20 @@ def _upstream_header(ctx: CaseContext, path: str, accept: str | None, name: str)
     if ctx.target.hooks is None:
         return None
     with ctx.target.hooks.h1(timeout=5) as c:
-        c.request("HEAD", path, headers=[("accept", accept)] if accept else [])
+        c.request("HEAD", path, headers=([("accept", accept)] if accept else []) + ctx.target.extra_headers)
         value = c.read_response(deadline=time.monotonic() + 5).header(name)
     return value.decode("latin-1") if value is not None else None
 
 
 # ---------------------------------------------------------------- per-token
 def _per_token(ctx: CaseContext, mode: str) -> str:
+    if ctx.external:
+        return outside.pacing(ctx)
     label = ctx.label(mode)
     n = ctx.timing.tokens
     obs = fetch(ctx, ctx.path(**_stream_kw(ctx, mode=mode, label=label)), SSE)
     parser, counts = events_by_chunk(obs)
-    unit = "DATA frame" if obs.protocol == "h2" else "chunk"
-    if ctx.external:
-        require(obs.status == 200 and obs.complete, f"status {obs.status}, complete {obs.complete}")
-        if obs.media_type != "text/event-stream":
-            raise Skip(f"not an SSE endpoint ({obs.media_type})")
-        require(len(parser.events) >= 3, f"only {len(parser.events)} events: cannot judge pacing")
-        # Production times are unknown here: events made back to back (a finish chunk and
-        # [DONE]) may share a chunk, but most chunks must carry exactly one event.
-        partial = [i for i, (e, c) in enumerate(counts) if e == 0 and c == 0]
-        require(
-            not partial, f"{unit}s {partial} carried part of an event: {obs.describe_chunks()}", fault=wire_fault(ctx)
-        )
-        carrying = [e for e, _ in counts if e]
-        merged = [e for e in carrying[:-1] if e > 1]
-        require(
-            len(carrying) >= 2,
-            f"all {len(parser.events)} events arrived in one {unit} (buffered)",
-            fault=wire_fault(ctx),
-        )
-        require(
-            len(merged) <= 0.2 * max(1, len(carrying) - 1),
-            f"{len(merged)} of {len(carrying)} {unit}s carried several events ({'/'.join(map(str, carrying))}): "
-            f"tokens are merged, not flushed one by one",
-            fault=wire_fault(ctx),
-        )
-        spread = parser.events[-1].t - parser.events[0].t  # type: ignore[operator]
-        return (
-            f"{len(parser.events)} events in {len(carrying)} {unit}s ({'/'.join(map(str, carrying))} events each), "
-            f"spread over {spread * 1000:.0f} ms"
-        )
+    unit = obs.unit
     require_sse_tokens(obs, parser, expected_tokens(n))
     require_one_event_per_chunk(ctx, obs, counts)
     if ctx.target.hooks is None:
@@ -220,22 +253,28 @@ def coalesce(ctx: CaseContext) -> str:
 def sse_parse(ctx: CaseContext) -> str:
     """Events with ``event``/``id`` fields and a multi-line payload round-trip."""
     n = 5
-    obs = fetch(ctx, ctx.path(n=n, interval="0.01", events=1), SSE)
+    obs = observe_url(ctx) if ctx.external else fetch(ctx, ctx.path(n=n, interval="0.01", events=1), SSE)
     parser = obs.sse()
     require(obs.decode_error is None, f"body not decodable: {obs.decode_error}")
-    require(obs.status == 200 and obs.complete, f"status {obs.status}, complete {obs.complete}")
+    require(obs.status == 200 and (obs.complete or obs.cut), f"status {obs.status}, complete {obs.complete}")
     if ctx.external and obs.media_type != "text/event-stream":
         raise Skip(f"not an SSE endpoint ({obs.media_type})")
     require(obs.media_type == "text/event-stream", f"Content-Type {obs.header('content-type')!r}")
     require(parser.replacement_chars == 0, f"{parser.replacement_chars} U+FFFD in the decoded stream")
     require(not parser.ignored_fields, f"fields the spec ignores: {parser.ignored_fields}")
     require(
-        parser.discarded_at_close is None,
+        parser.discarded_at_close is None or obs.cut,
         f"the stream ended inside an event (data {parser.discarded_at_close!r} never dispatched)",
     )
     if ctx.external:
         require(parser.events, "no events")
-        return f"{len(parser.events)} events, types {sorted({e.type for e in parser.events})}, nothing left over"
+        types = sorted({e.type for e in parser.events})
+        if obs.cut:
+            return (
+                f"{len(parser.events)} well-formed events, types {types}; the end was not observed (observation "
+                f"stopped {obs.cut_reason})"
+            )
+        return f"{len(parser.events)} events, types {types}, nothing left over"
     expected = []
     for i in range(n):
         ev = event_for(i, n)
@@ -248,19 +287,28 @@ def sse_parse(ctx: CaseContext) -> str:
 @case("ndjson-parse", "the body parses as NDJSON, one whole line per chunk")
 def ndjson_parse(ctx: CaseContext) -> str:
     """``Accept: application/x-ndjson`` → JSON lines."""
-    obs = fetch(ctx, ctx.path(n=ctx.timing.tokens, interval="0.02"), NDJSON)
-    require(obs.status == 200 and obs.complete, f"status {obs.status}, complete {obs.complete}")
-    if ctx.external and obs.media_type not in ("application/x-ndjson", "application/jsonl", "application/ndjson"):
+    if ctx.external:
+        obs = observe_url(ctx)
+    else:
+        obs = fetch(ctx, ctx.path(n=ctx.timing.tokens, interval="0.02"), NDJSON)
+    require(obs.status == 200 and (obs.complete or obs.cut), f"status {obs.status}, complete {obs.complete}")
+    if ctx.external and obs.media_type not in NDJSON_TYPES:
         raise Skip(f"not an NDJSON endpoint ({obs.media_type})")
     require(obs.media_type == "application/x-ndjson" or ctx.external, f"Content-Type {obs.header('content-type')!r}")
     parser = obs.ndjson()
-    require(not parser.errors, f"NDJSON errors: {parser.errors[:3]}")
+    errors = (
+        parser.errors[:-1] if obs.cut and parser.errors and "no terminating LF" in parser.errors[-1] else parser.errors
+    )
+    require(not errors, f"NDJSON errors: {errors[:3]}")
+    if ctx.external:
+        values = [v.value for v in parser.values]
+        require(values, "no lines")
+        partial = [i for i, c in enumerate(obs.decoded) if not c.data.endswith(b"\n")]
+        split = f"; {len(partial)} chunks end mid-line (clients must reassemble lines)" if partial else ""
+        return f"{len(values)} JSON lines{split}{f' (observation stopped {obs.cut_reason})' if obs.cut else ''}"
     partial = [i for i, c in enumerate(obs.decoded) if not c.data.endswith(b"\n")]
     require(not partial, f"chunks {partial} end mid-line: {obs.describe_chunks()}", fault=wire_fault(ctx))
     values = [v.value for v in parser.values]
-    if ctx.external:
-        require(values, "no lines")
-        return f"{len(values)} JSON lines, each chunk whole lines"
     require(values == expected_tokens(ctx.timing.tokens), f"values {values!r}")
     return f"{len(values)} JSON lines as sent, {len(obs.decoded)} chunks of whole lines"
 
@@ -273,9 +321,9 @@ def ndjson_parse(ctx: CaseContext) -> str:
 def utf8_split(ctx: CaseContext) -> str:
     """``/utf8`` yields ``b"\\xf0\\x9f"`` then ``b"\\x98\\x80"`` (and a split é)."""
     if ctx.external:
-        obs = fetch(ctx, ctx.path(), None)
+        obs = observe_url(ctx)
         text, bad, _ = utf8_chunks_ok(obs)
-        require(obs.complete, "response incomplete")
+        require(obs.complete or obs.cut, "response incomplete")
         require(bad == 0, f"{bad} U+FFFD after streaming UTF-8 decoding")
         return f"{len(text)} characters decoded, no U+FFFD"
     notes = []
@@ -300,12 +348,15 @@ def utf8_split(ctx: CaseContext) -> str:
 # ---------------------------------------------------------------- keepalive
 @case(
     "keepalive",
-    "keepalive comments after the idle interval (own chunk / DATA frame), never while tokens flow",
-    needs_app=True,
+    "keepalive comments after the idle interval (own chunk / DATA frame), never while tokens flow; with --url: "
+    "no silence longer than --keepalive-budget",
     timing=True,
 )
 def keepalive(ctx: CaseContext) -> str:
-    """1 s idle with keepalive 0.3 s, then tokens every 0.1 s."""
+    """1 s idle with keepalive 0.3 s, then tokens every 0.1 s (from outside: the
+    silences of the shared request)."""
+    if ctx.external:
+        return outside.keepalive(ctx)
     t = ctx.timing
     ka = t.s(t.keepalive)
     idle = t.s(1.0)
@@ -329,7 +380,7 @@ def keepalive(ctx: CaseContext) -> str:
     require(not during, f"{len(during)} keepalive comments while tokens flowed every {t.iv * 1000:.0f} ms")
     mixed = [i for i, (e, c) in enumerate(counts) if c and e]
     require(not mixed, f"chunks {mixed} mixed keepalive comments and events")
-    unit = "DATA frames" if obs.protocol == "h2" else "chunks"
+    unit = obs.unit + "s"
     gaps = [b.t - a.t for a, b in zip(before, before[1:])]  # type: ignore[operator]
     return (
         f"{len(before)} keepalive comments in their own {unit} during {idle:.1f} s idle, first at "
@@ -340,16 +391,23 @@ def keepalive(ctx: CaseContext) -> str:
 # ---------------------------------------------------------------- disconnect
 @case(
     "client-close-cancel",
-    "client closes mid-stream → the server-side generator (async and sync) is cancelled within the budget",
-    needs_app=True,
-    needs_hooks=True,
+    "client closes mid-stream → the server-side generator (async and sync) is cancelled within the budget; with "
+    "--url: the --active-metric gauge falls after FIN / RST / RST_STREAM",
+    alone=True,
 )
 def client_close_cancel(ctx: CaseContext) -> str:
-    """Two long streams; after two tokens each the client resets the connection."""
+    """Two long streams; after two tokens each the client resets the connection (from
+    outside: the gauge of running generations after each way of closing)."""
+    if ctx.target.hooks is None:
+        return outside.cancel(ctx)
     n = 50
     labels = {"async": ctx.label("async"), "sync": ctx.label("sync")}
     paths = {m: ctx.path(n=n, interval=f"{ctx.timing.iv:.3f}", mode=m, label=lab) for m, lab in labels.items()}
     deadline = time.monotonic() + ctx.timing.request_timeout
+    if ctx.target.protocol == "h3":
+        from .http3 import close_connection_cancel
+
+        return close_connection_cancel(ctx, labels, paths)
     if ctx.target.protocol == "h2":
         with ctx.target.h2() as c:
             streams = [c.request("GET", p, headers=ctx.headers(SSE)) for p in paths.values()]

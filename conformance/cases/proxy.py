@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..target_app import expected_tokens
+from ..tokens import expected_tokens
 from . import case
 from ._checks import events_by_chunk, latencies, require_paced, require_sse_tokens
 from .base import FAULT_PROXY, NDJSON, SSE, CaseContext, fetch, require

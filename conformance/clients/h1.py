@@ -304,6 +304,24 @@ class H1Client(SocketClient):
         return False
 
     # ------------------------------------------------------------ closing
+    def close_draining(self) -> None:
+        """Close the way a client that is done closes: take what is already received
+        (so the kernel sends a FIN, not a RST), then close. The server's next write
+        is answered with a RST."""
+        if self.closed:
+            return
+        try:
+            self.sock.setblocking(False)
+            while self.sock.recv(_READ_SIZE):
+                pass
+        except (BlockingIOError, InterruptedError, OSError):
+            pass
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.close()
+
     def half_close(self) -> None:
         """Shut down the sending side (FIN); the client keeps reading."""
         try:

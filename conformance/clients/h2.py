@@ -55,6 +55,8 @@ class H2Stream:
     reset_by_client: int | None = None
     #: Flow-controlled bytes received and not yet granted back (manual mode).
     unacked: int = 0
+    #: DATA bytes received so far.
+    received: int = 0
 
     @property
     def chunks(self) -> list[Chunk]:
@@ -252,6 +254,7 @@ class H2Client(SocketClient):
         elif isinstance(event, h2.events.DataReceived):
             if stream is not None:
                 stream.frames.append(Chunk(now, bytes(event.data), event.stream_id))
+                stream.received += len(event.data)
             n = event.flow_controlled_length
             if n:
                 # Connection credit always; stream credit only in automatic mode.

@@ -68,3 +68,18 @@ def test_goals_are_evaluated(smoke_results: dict[str, Any]) -> None:
     # Throughput, disconnect and TTFB goals always get a verdict.
     for topic in ("per-token", "coalescing", "disconnect", "TTFB"):
         assert any(g["goal"].startswith(topic) and g["met"] is not None for g in goals), topic
+
+
+def test_side_by_side_table_has_a_column_per_target(smoke_results: dict[str, Any]) -> None:
+    table = (Path(smoke_results["_out"]) / "results.md").read_text()
+    section = table.split("## Side by side", 1)[1].split("\n## ", 1)[0]
+    header = next(line for line in section.splitlines() if line.startswith("|"))
+    assert [cell.strip() for cell in header.strip("|").split("|")][1:] == [t.label for t in TARGETS]
+
+
+def test_the_line_closes_fastapis_sync_generators(smoke_results: dict[str, Any]) -> None:
+    """FastAPI's own EventSourceResponse leaves a sync generator open after a disconnect;
+    with StreamMiddleware it is closed after its blocking step (within the smoke's timeout)."""
+    (records,) = smoke_results["disconnect"].values()
+    line = [r for r in records if r["target"] == "fastapi-line" and r["generator"] == "sync"]
+    assert line and all(_number(r["closed_ms"]) for r in line), line

@@ -24,8 +24,8 @@ import h2.connection
 import h2.events
 import h2.exceptions
 
-from conformance.target_app import token_text
 from conformance.targets import HOST, Endpoint, Target
+from conformance.tokens import token_text
 
 
 class BrokenH2Server:

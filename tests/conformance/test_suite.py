@@ -11,31 +11,44 @@ from collections.abc import Callable
 
 import pytest
 
-from conformance.cases import CASES, Result
+from conformance.cases import CASES, Result, Timing
 from conformance.report import render
 from conformance.runner import run_suite
-from conformance.targets import Target, external_target, find_nginx, running
+from conformance.targets import TARGETS, Target, TargetUnavailable, external_target, find_nginx
+
+from .conftest import Servers
 
 #: Faults of the servers themselves that the suite diagnoses (see docs/conformance.md).
-KNOWN_SERVER_FAULTS = {("h1-slow-reader", "h1-hypercorn-trio")}
+KNOWN_SERVER_FAULTS = {
+    ("h1-slow-reader", "h1-hypercorn-trio"),
+    # hypercorn's HTTP/3 never reports a client's cancel to the app (test_h3.py).
+    ("client-close-cancel", "h3-hypercorn"),
+    ("h3-stream-cancel", "h3-hypercorn"),
+}
+#: Cases that pass only against a server none of the built-in targets is (test_h3.py
+#: shows them passing against hypercorn with its HTTP/3 disconnects repaired).
+PASS_ELSEWHERE = {"h3-stream-cancel"}
 
 
-def test_full_suite_passes_on_every_target(capsys: pytest.CaptureFixture[str]) -> None:
-    suite = run_suite(jobs=4)
+def test_full_suite_passes_on_every_target(servers: Servers, capsys: pytest.CaptureFixture[str]) -> None:
+    servers.start(*TARGETS)
+    prebuilt = [servers.get(n) for n in TARGETS if servers.error(n) is None]
+    suite = run_suite([], None, prebuilt=prebuilt, jobs=8)
     report = render(suite)
     with capsys.disabled():
         print("\n" + report)
     assert not suite.failed, report
     faults = {(r.case, r.target) for r in suite.faults}
     assert faults <= KNOWN_SERVER_FAULTS, f"unexpected server faults {faults - KNOWN_SERVER_FAULTS}\n{report}"
-    for t in suite.targets:
-        if t.name == "nginx" and find_nginx() is None:
-            assert t.status == "unavailable"
+    for name in TARGETS:
+        if name == "nginx" and find_nginx() is None:
+            assert isinstance(servers.error(name), TargetUnavailable)
         else:
-            assert t.status == "ok", f"{t.name}: {t.reason}"
+            assert servers.error(name) is None, f"{name}: {servers.error(name)}"
     passed = {r.case for r in suite.results if r.status == "pass"}
     demo = {"demo-generate", "demo-openai-chat"}
     must = set(CASES) - (demo if not any(r.case in demo and r.status == "pass" for r in suite.results) else set())
+    must -= PASS_ELSEWHERE
     if find_nginx() is None:
         must -= {"proxy-paced", "proxy-contrast"}
     assert must <= passed, f"cases that passed nowhere: {must - passed}"
@@ -43,7 +56,8 @@ def test_full_suite_passes_on_every_target(capsys: pytest.CaptureFixture[str]) -
 
 # ---------------------------------------------------------------- every case can fail
 def _run(target: Target, cases: list[str]) -> dict[str, Result]:
-    suite = run_suite([], cases, prebuilt=[target], jobs=4)
+    # No retries: a retry helps a case pass on a loaded machine; these must fail.
+    suite = run_suite([], cases, prebuilt=[target], jobs=8, timing=Timing(retries=0))
     return {r.case: r for r in suite.results}
 
 
@@ -85,23 +99,23 @@ BROKEN_H1 = [
 
 @pytest.mark.parametrize(("flaws", "expected"), BROKEN_H1, ids=[",".join(sorted(f)) or "naive" for f, _ in BROKEN_H1])
 def test_h1_cases_fail_against_a_broken_app(
-    broken_target: Callable[[str, set[str]], Target], flaws: set[str], expected: dict[str, str]
+    broken: Callable[[str, set[str]], Target], flaws: set[str], expected: dict[str, str]
 ) -> None:
-    target = broken_target("h1-uvicorn", flaws)
+    target = broken("h1-uvicorn", flaws)
     _assert_fail(_run(target, list(expected)), expected)
 
 
-def test_the_naive_broken_app_still_passes_what_it_does_right(broken_target: Callable[[str, set[str]], Target]) -> None:
+def test_the_naive_broken_app_still_passes_what_it_does_right(broken: Callable[[str, set[str]], Target]) -> None:
     # Without flaws it streams token by token: the cases discriminate, they do not just fail.
-    target = broken_target("h1-uvicorn", set())
+    target = broken("h1-uvicorn", set())
     results = _run(target, ["per-token", "sse-parse", "h1-zero-chunk"])
     assert {k: r.status for k, r in results.items()} == dict.fromkeys(results, "pass"), results
 
 
 def test_h2_cancellation_cases_fail_when_the_app_ignores_disconnects(
-    broken_target: Callable[[str, set[str]], Target],
+    broken: Callable[[str, set[str]], Target],
 ) -> None:
-    target = broken_target("h2-hypercorn", {"no-cancel"})
+    target = broken("h2-hypercorn", {"no-cancel"})
     expected = dict.fromkeys(
         ["client-close-cancel", "h2-rst-cancel", "h2-goaway"], "after the client left|not closed by cancellation"
     )
@@ -114,7 +128,7 @@ BROKEN_H2 = [
     ({"ignore-window"}, {"h2-flow-control": "flow control"}),
     ({"one-frame"}, {"per-token": "carried 5 events"}),
     ({"head-body"}, {"head": "carried a body"}),
-    ({"serial"}, {"h2-concurrent": "started only after"}),
+    ({"serial"}, {"h2-concurrent": "two separate connections ran concurrently"}),
 ]
 
 
@@ -130,12 +144,12 @@ def test_h2_cases_fail_against_a_broken_server(
 
 
 @pytest.mark.skipif(find_nginx() is None, reason="no nginx binary")
-def test_proxy_cases_fail_without_the_anti_buffering_header(broken_target: Callable[[str, set[str]], Target]) -> None:
+def test_proxy_cases_fail_without_the_anti_buffering_header(broken: Callable[[str, set[str]], Target]) -> None:
     # No X-Accel-Buffering: nginx (gzip + proxy buffering) holds the stream back.
-    target = broken_target("nginx", {"no-stream-headers"})
+    target = broken("nginx", {"no-stream-headers"})
     _assert_fail(_run(target, ["proxy-paced"]), {"proxy-paced": "arrived"})
     # The naive app always sends the header, even with anti=0: there is no contrast to show.
-    target = broken_target("nginx", set())
+    target = broken("nginx", set())
     _assert_fail(_run(target, ["proxy-contrast"]), {"proxy-contrast": "no contrast"})
 
 
@@ -157,27 +171,34 @@ def test_cli_json_and_exit_status() -> None:
     assert bad.returncode == 2 and "unknown case" in bad.stderr
 
 
-def test_cli_url_mode_exits_non_zero_on_a_broken_endpoint(broken_target: Callable[[str, set[str]], Target]) -> None:
-    target = broken_target("h1-uvicorn", {"content-length"})
+def test_cli_url_mode_exits_non_zero_on_a_broken_endpoint(broken: Callable[[str, set[str]], Target]) -> None:
+    target = broken("h1-uvicorn", set())
     url = f"http://{target.endpoint.host}:{target.endpoint.port}/stream?n=4&interval=0.1"
     proc = subprocess.run(
-        [sys.executable, "-m", "conformance", "--url", url], capture_output=True, text=True, timeout=120
+        [
+            *(sys.executable, "-m", "conformance", "--url", url, "--cases", "headers,per-token,h1-zero-chunk"),
+            *("-H", "X-Conformance-Flaws: content-length"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "Content-Length" in proc.stdout
 
 
-def test_url_mode_against_a_good_endpoint_over_h1_and_h2() -> None:
-    with running("h2-hypercorn") as t:
-        url = f"http://{t.endpoint.host}:{t.endpoint.port}/stream?n=5&interval=0.1"
-        for h2 in (False, True):
-            ext = external_target(url, h2=h2)
-            suite = run_suite([], None, prebuilt=[ext], jobs=4)
-            assert not suite.failed, render(suite)
-            statuses = {r.case: r.status for r in suite.results}
-            assert statuses["per-token"] == "pass" and statuses["sse-parse"] == "pass"
-            assert statuses["client-close-cancel"] == "skip"  # needs the hooks
-            if h2:
-                assert statuses["h2-flow-control"] == "pass" and statuses["h2-concurrent"] == "pass"
-            else:
-                assert statuses["h1-zero-chunk"] == "pass" and statuses["h1-http10"] == "pass"
+def test_url_mode_against_a_good_endpoint_over_h1_and_h2(servers: Servers) -> None:
+    t = servers.get("h2-hypercorn")
+    url = f"http://{t.endpoint.host}:{t.endpoint.port}/stream?n=5&interval=0.1"
+    for h2 in (False, True):
+        ext = external_target(url, h2=h2)
+        suite = run_suite([], None, prebuilt=[ext], jobs=4)
+        assert not suite.failed, render(suite)
+        statuses = {r.case: r.status for r in suite.results}
+        assert statuses["per-token"] == "pass" and statuses["sse-parse"] == "pass"
+        assert statuses["client-close-cancel"] == "skip"  # needs --active-metric
+        assert statuses["keepalive"] == "skip"  # no pause: not observable
+        if h2:
+            assert statuses["h2-flow-control"] == "pass" and statuses["h2-concurrent"] == "pass"
+        else:
+            assert statuses["h1-zero-chunk"] == "pass" and statuses["h1-http10"] == "pass"

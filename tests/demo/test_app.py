@@ -14,11 +14,13 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from asgi_stream.demo.batching import BatchSettings
 from asgi_stream.demo.schemas import Limits
 
 from .conftest import stats_entry, wait_for
 
 LONG = Limits(max_tokens=4000)
+ONE = BatchSettings(max_batch=1)  # one generation at a time: the next request queues
 
 
 def _generate(url: str, prompt: str, n: int, accept: str | None = None) -> httpx.Response:
@@ -105,7 +107,7 @@ class Reader(threading.Thread):
 
 
 def test_queue_full_gets_429_and_queued_stream_gets_keepalives(live: Any) -> None:
-    app, url = live(max_queue=1, keepalive=0.2, limits=LONG)
+    app, url = live(max_queue=1, keepalive=0.2, limits=LONG, batching=ONE)
     engine = app.state.service.engine
     running = Reader(url + "/generate", {"prompt": "a", "max_tokens": 4000, "temperature": 0})
     running.start()
@@ -137,7 +139,7 @@ def test_queue_full_gets_429_and_queued_stream_gets_keepalives(live: Any) -> Non
 
 
 def test_client_leaving_while_queued_is_skipped(live: Any) -> None:
-    app, url = live(max_queue=2, limits=LONG)
+    app, url = live(max_queue=2, limits=LONG, batching=ONE)
     engine = app.state.service.engine
     running = Reader(url + "/generate", {"prompt": "a", "max_tokens": 4000, "temperature": 0})
     running.start()
