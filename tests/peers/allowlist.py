@@ -28,8 +28,9 @@ DEFECTS: dict[str, str] = {
     "wrapper in between (body limits, body rewrites, BaseHTTPMiddleware's replayed body)",
     "10": "a cancellation from outside (the server, an enclosing cancel scope) is held up to 1 s "
     "by a shielded attempt to end the body (`Passthrough.end` on SHUTDOWN)",
-    "11": "an OSError raised by the server's `send` becomes a cancellation: the app sees "
-    "CancelledError instead of the OSError, and it never propagates",
+    "11": "an exception raised by the server's `send` of a body message (OSError, and since d9de89b "
+    "any exception) becomes a disconnect: the app sees a cancellation instead, and the exception "
+    "never propagates",
 }
 
 _SSE = "tests/test_sse.py::TestEventSourceResponse::"
@@ -117,8 +118,9 @@ KNOWN_REGRESSIONS: tuple[Entry, ...] = (
         (
             _SSE + "test_send_whenInterrupted_thenClosesSuspendedGenerator[*-send_error]",
             _217 + "test_send_whenInterruptedAndCleanupStuck_thenDeadlineCancelsCleanup[send_error]",
+            "tests/test_issue218.py::test_head_whenSendFails_thenErrorPropagatesWithoutBackgroundTask[http.response.body]",
         ),
-        "The OSError the server's send raised does not propagate.",
+        "The exception the server's send raised (OSError, RuntimeError) does not propagate.",
         defects=("11",),
     ),
 )

@@ -163,7 +163,7 @@ def _import_peers() -> None:
     import starlette.responses
     import starlette.testclient  # noqa: F401
 
-    for optional in ("httpx", "httpx2", "sse_starlette.sse", "fastapi.responses"):
+    for optional in ("httpx", "httpx2", "sse_starlette.sse"):
         try:
             __import__(optional)
         except ImportError:
