@@ -4,8 +4,8 @@ stream's next deadline (keepalive, coalescing flush, send timeout, shutdown drai
 It is the only timer a stream has: it sleeps until the earliest deadline and is
 re-armed only when a deadline moves earlier (a new coalescing batch, a shutdown),
 never per token. It runs until the stream is CLOSED — through the ending too, so the
-final send is bounded by the send timeout like every other — and returns early only
-when the client is gone (nothing is sent after that).
+final send is bounded by the send timeout like every other, even one still hanging
+after the client left.
 """
 
 from __future__ import annotations
@@ -76,13 +76,15 @@ class Guard:
                 deadline = stream.next_deadline()
                 with anyio.CancelScope(deadline=deadline + self._offset if deadline != math.inf else math.inf) as scope:
                     self._scope = scope
-                    await hub.wait_disconnect()
+                    if hub.disconnected:
+                        await anyio.sleep_forever()  # only deadlines are left to watch
+                    else:
+                        await hub.wait_disconnect()
                 self._scope = None
                 if self._stopped:
                     return
                 if hub.disconnected:
                     stream.cancel(CancelReason.DISCONNECT)
-                    return
                 if scope.cancelled_caught:
                     await stream.on_deadline(_clock.monotonic())
         except anyio.get_cancelled_exc_class():

@@ -151,6 +151,10 @@ class Lifecycle:
                 raise LifecycleError(f"stream event {event.value!r} cannot happen while {state.value}")
             if event is E.CANCEL and state is S.ENDING:
                 return self._escalate(reason, client_gone)
+            if event is E.FAIL and state is S.ENDING and self.ending is Ending.COMPLETE and self.error is None:
+                # The body is complete, then the application raised: the ending stays,
+                # the outcome records the error.
+                self.outcome, self.error = Outcome.ERROR, error
             return Transition.IGNORED
         self.state = target
         if event is E.FINISH:

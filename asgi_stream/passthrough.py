@@ -17,9 +17,9 @@ winds its response down *by its own means*, as it would without the middleware.
   runs the response's background task. On shutdown the body is first ended cleanly.
 * Later sends of the application are dropped, as a server drops them after a
   disconnect (ASGI 2.4 servers: they raise ``OSError``, so here too).
-* An application that listens for none of this (it is not waiting in ``receive()``)
-  is cancelled at once; one that listens but has not returned ``close_timeout``
-  seconds later is cancelled then.
+* An application that shows it listens for none of this (it goes on sending) is
+  cancelled at once; one that has not returned ``close_timeout`` seconds later is
+  cancelled then.
 * Its body iterator, if it is left suspended (the body task was cancelled inside a
   send), is closed when the application returns — a sync iterator Starlette runs on
   its thread pool too — so its ``finally`` runs without waiting for the garbage
@@ -51,10 +51,9 @@ from .wire import BODY
 logger = logging.getLogger("asgi_stream")
 
 _LINE_KEEPALIVE = b": keepalive\n"
-#: An application that keeps sending after its stream ended yields to the loop every
-#: this many dropped messages (it may never await anything else).
-_DROP_MASK = 63
 _FRAME_DEPTH = 12
+#: Sends after an abort that show the application is not listening for disconnects.
+_IGNORED_SENDS = 8
 
 
 def media_type_of(message: Message) -> str:
@@ -77,7 +76,16 @@ def spec_version(scope: Scope) -> tuple[int, ...]:
 class Passthrough(Stream):
     """Applies stream policy to a response whose body the application produces."""
 
-    __slots__ = ("_app_scope", "_body_iterator", "_dropped", "_raise_gone", "aborted_at", "framer", "tail")
+    __slots__ = (
+        "_app_scope",
+        "_body_iterator",
+        "_dropped",
+        "_raise_gone",
+        "aborted_at",
+        "body_ended_at",
+        "framer",
+        "tail",
+    )
 
     def __init__(self, *, media_type: str, app_scope: anyio.CancelScope, raise_gone: bool, **kwargs: Any) -> None:
         self.framer: SSEFramer | NDJSONFramer | None
@@ -96,6 +104,8 @@ class Passthrough(Stream):
         self._dropped = 0
         self._body_iterator: object | None = None
         self.aborted_at: float | None = None
+        #: When the body ended on the wire (the stream closes when the app returns).
+        self.body_ended_at: float | None = None
 
     async def begin(self, message: Message) -> None:
         """Handle the app's ``http.response.start``."""
@@ -103,9 +113,15 @@ class Passthrough(Stream):
         self._body_iterator = _caller_body_iterator()
         self.status = message["status"]
         self.raw_headers = stream_headers(
-            message.get("headers", ()), content_type=None, anti_buffering=self.config.anti_buffering
+            message.get("headers", ()),
+            content_type=None,
+            anti_buffering=self.config.anti_buffering,
+            identity_encoding=isinstance(self.framer, NDJSONFramer),  # compressors skip it (as TokenStream's)
         )
-        await self.start()
+        if self.lifecycle.running:
+            await self.start()
+        else:
+            await self._drop()  # the client left before the response started
 
     async def on_message(self, message: Message) -> None:
         """Handle a later message of the app's response."""
@@ -138,15 +154,21 @@ class Passthrough(Stream):
             body = batch.take() + body
         self.lifecycle.handle(Event.FINISH)
         await self.end_body(body)
+        self.body_ended_at = _clock.monotonic()
+        self.guard.stop()  # nothing left to guard; the stream closes when the app returns
         self._raise_if_gone()
-        with anyio.CancelScope(shield=True):
-            await self.close()
 
     async def _drop(self) -> None:
         self._raise_if_gone()
         self._dropped += 1
-        if not self._dropped & _DROP_MASK:
-            await anyio.lowlevel.checkpoint()
+        if self.aborted_at is not None and self._dropped == _IGNORED_SENDS:
+            logger.info(
+                "asgi_stream: %s: the application goes on sending after being told the client is gone; cancelling it",
+                self.describe(),
+            )
+            self.aborted_at = None
+            self._app_scope.cancel()
+        await anyio.lowlevel.checkpoint()  # the application's own disconnect handling runs
 
     def _raise_if_gone(self) -> None:
         if self._raise_gone and self.hub.disconnected:
@@ -185,13 +207,13 @@ class Passthrough(Stream):
             if self.task_group is not None:
                 self.task_group.start_soon(self._end_cleanly)
             return
-        # ABORT: the client is gone or stuck.
+        # ABORT: the client is gone or stuck. The application is told; one that goes on
+        # sending as if nothing happened (see _drop), or has not returned by
+        # close_timeout, is cancelled.
         self.aborted_at = _clock.monotonic()
+        self._dropped = 0
         hub.tell_app()
-        if not hub.app_listening:
-            self._app_scope.cancel()  # nothing in the application will notice otherwise
-        else:
-            self.guard.rearm(self.aborted_at + self.config.close_timeout)
+        self.guard.rearm(self.aborted_at + self.config.close_timeout)
 
     async def _end_cleanly(self) -> None:
         with anyio.CancelScope() as scope:
@@ -200,8 +222,8 @@ class Passthrough(Stream):
                 await self.end_body(b"")
         self.scope = None
         if self.lifecycle.ending is Ending.CLEAN:
-            with anyio.CancelScope(shield=True):
-                await self.close()
+            self.body_ended_at = _clock.monotonic()
+            self.guard.stop()
 
     def aborted_deadline(self) -> float:
         """An application told of the abort gets ``close_timeout`` to return."""
@@ -226,9 +248,9 @@ class Passthrough(Stream):
         """The app raised after the response started: an in-band error event if the
         format has one and the body is between events. The caller re-raises."""
         lifecycle = self.lifecycle
-        if not lifecycle.running:
+        lifecycle.handle(Event.FAIL, error=exc)  # after a complete body: recorded, nothing sent
+        if lifecycle.ending is not Ending.ERROR:
             return
-        lifecycle.handle(Event.FAIL, error=exc)
         if self.framer is None or self.boundary() != "event" or self.wire.ended:
             return
         framed = self.framer.error(self.config.error_payload(exc, self.record))
@@ -246,7 +268,7 @@ class Passthrough(Stream):
         with anyio.CancelScope(shield=True):
             if self.lifecycle.ending is not Ending.COMPLETE:
                 await _close_iterator(self._body_iterator, self.config.close_timeout, self.describe())
-            await self.close()
+            await self.close(ended_at=self.body_ended_at)
 
 
 def _caller_body_iterator() -> object | None:

@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 import anyio
 
+from . import _clock
 from ._types import Message, Receive
 
 DISCONNECT: Message = {"type": "http.disconnect"}
@@ -33,7 +34,6 @@ class ReceiveHub:
 
     __slots__ = (
         "_app_read",
-        "_app_waiters",
         "_empty_end",
         "_listeners",
         "_pending",
@@ -43,6 +43,7 @@ class ReceiveHub:
         "_receive",
         "body_complete",
         "disconnected",
+        "disconnected_at",
         "told_app",
     )
 
@@ -50,6 +51,7 @@ class ReceiveHub:
         self._receive = receive
         #: The client is gone (the server reported it, or a send failed).
         self.disconnected = False
+        self.disconnected_at: float | None = None
         #: The application is told the client is gone (gone, or the stream ended).
         self.told_app = False
         self.body_complete = False
@@ -64,7 +66,6 @@ class ReceiveHub:
         #: The scope of the application's read in progress, once its body is complete
         #: (such a read can only bring ``http.disconnect``, so it may be interrupted).
         self._app_read: anyio.CancelScope | None = None
-        self._app_waiters = 0
 
     def on_disconnect(self, callback: Callable[[], None]) -> None:
         """Call ``callback()`` (synchronously, once) when the client disconnects."""
@@ -80,16 +81,11 @@ class ReceiveHub:
         if self.disconnected:
             return
         self.disconnected = True
+        self.disconnected_at = _clock.monotonic()
         self.tell_app()
         listeners, self._listeners = self._listeners, None
         for callback in listeners or ():
             callback()
-
-    @property
-    def app_listening(self) -> bool:
-        """Whether the application is waiting in ``receive()`` right now (so it will
-        see an ``http.disconnect``)."""
-        return self._app_read is not None or self._app_waiters > 0
 
     def tell_app(self) -> None:
         """From now on the application's ``receive()`` returns ``http.disconnect``,
@@ -148,11 +144,7 @@ class ReceiveHub:
                 return dict(DISCONNECT)
             if not self._reading:
                 return await self._read(app=True)
-            self._app_waiters += 1
-            try:
-                await self._wait_for_reader()
-            finally:
-                self._app_waiters -= 1
+            await self._wait_for_reader()
 
     async def wait_disconnect(self) -> None:
         """Read until the client disconnects (used by the stream's guard).

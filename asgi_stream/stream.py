@@ -36,6 +36,8 @@ from .wire import BODY, Wire
 
 logger = logging.getLogger("asgi_stream")
 
+#: Seconds a send may still run after the client left before it is abandoned.
+GONE_GRACE = 0.5
 #: Yield to the event loop at least every 256 tokens, so a generator that never awaits
 #: cannot starve other connections (and their disconnects).
 YIELD_MASK = 255
@@ -47,6 +49,8 @@ class Stream:
     __slots__ = (
         "_cancel_hooks",
         "_end_hooks",
+        "_guard_scope",
+        "_guard_sending",
         "batch",
         "config",
         "drain_at",
@@ -102,6 +106,9 @@ class Stream:
         self.task_group: anyio.abc.TaskGroup | None = None
         #: Called when the stream aborts (the request context stops relaying sends).
         self.on_abort: Callable[[], None] | None = None
+        #: A send the guard started (keepalive, a due batch) is running, in this scope.
+        self._guard_sending = False
+        self._guard_scope: anyio.CancelScope | None = None
         self._cancel_hooks: list[Hook] = [h for h in (config.on_cancel,) if h is not None]
         self._end_hooks: list[Hook] = [h for h in (config.on_end,) if h is not None]
 
@@ -166,9 +173,13 @@ class Stream:
         now = _clock.monotonic()
         lifecycle = self.lifecycle
         if lifecycle.ending is Ending.ABORT:
+            if wire.sending:  # a send that outlives the abort stays bounded
+                return min(self.aborted_deadline(), self._abandon_at())
             return self.aborted_deadline()
         streaming = lifecycle.ending is None  # not ending yet (CREATED counts: it is about to run)
         deadline = self.drain_at if self.drain_at is not None and streaming else math.inf
+        if self._guard_sending:
+            return deadline  # its own task times it; the guard watches the client
         keepalive = cfg.keepalive if self.keepalive_bytes is not None and streaming else None
         if wire.sending:
             if cfg.send_timeout:
@@ -192,6 +203,14 @@ class Stream:
         wire = self.wire
         lifecycle = self.lifecycle
         if lifecycle.ending is Ending.ABORT:
+            if wire.sending and now >= self._abandon_at():
+                logger.info(
+                    "asgi_stream: %s: a send had not returned %.1f s after it began, the stream "
+                    "being over; abandoning it",
+                    self.describe(),
+                    now - wire.last_send,
+                )
+                self.abandon_send()
             await self.on_aborted_deadline(now)
             return
         running = lifecycle.ending is None
@@ -205,16 +224,35 @@ class Stream:
             return
         if not running:
             return
+        if self._guard_sending:
+            return
         batch = self.batch
         if batch and now >= batch.started + batch.max_delay:
-            await self._guarded_send(self.flush_batch)
+            self._guard_send(self.flush_batch)
         elif (
             self.keepalive_bytes is not None
             and cfg.keepalive
             and now - wire.last_send >= cfg.keepalive
             and self.can_keepalive()
         ):
-            await self._guarded_send(self._send_keepalive)
+            self._guard_send(self._send_keepalive)
+
+    def _abandon_at(self) -> float:
+        """When a send still running in an aborted stream is given up: at the send
+        timeout, or shortly after the client left (a server completes or drops such a
+        send at once; cancelling it at the very moment could cut off the server's own
+        ending of the response, e.g. an HTTP/1.0 close)."""
+        timeout = self.config.send_timeout
+        at = self.wire.last_send + timeout if timeout else math.inf
+        if self.gone_at is not None:
+            at = min(at, self.gone_at + GONE_GRACE)
+        return at
+
+    def abandon_send(self) -> None:
+        """Cancel a send that outlived the stream's abort (the final bytes a server
+        would not take even after the client left)."""
+        if self.scope is not None:
+            self.scope.cancel()
 
     def aborted_deadline(self) -> float:
         """When an aborted stream has something to check (nothing, by default: its
@@ -233,14 +271,29 @@ class Stream:
         await self.send_body(self.keepalive_bytes)
         self.record.keepalives += 1
 
+    def _guard_send(self, action: Callable[[], Awaitable[None]]) -> None:
+        """A send the guard decided on (keepalive, a due batch) runs as a task of its
+        own, so the guard goes on watching for the client leaving meanwhile."""
+        if self.task_group is None:
+            return
+        self._guard_sending = True
+        self.task_group.start_soon(self._guarded_send, action)
+
     async def _guarded_send(self, action: Callable[[], Awaitable[None]]) -> None:
-        """A send of the guard's own, bounded by the send timeout (the guard cannot
-        watch itself)."""
+        """Run a guard-initiated send inside the stream's scope rules: bounded by the
+        send timeout, and abandoned when the stream ends."""
         timeout = self.config.send_timeout
-        with anyio.move_on_after(timeout if timeout else math.inf) as scope:
-            await action()
-        if scope.cancelled_caught:
-            self._send_timed_out(timeout or 0.0)
+        try:
+            with anyio.move_on_after(timeout if timeout else math.inf) as scope:
+                self._guard_scope = scope
+                if self.lifecycle.ending is None:
+                    await action()
+            if scope.cancelled_caught and self.lifecycle.ending is None:
+                self._send_timed_out(timeout or 0.0)
+        finally:
+            self._guard_scope = None
+            self._guard_sending = False
+            self.guard.rearm(_clock.monotonic())  # look again at the deadlines
 
     def _send_timed_out(self, waited: float) -> None:
         if self.lifecycle.closed or self.lifecycle.ending is Ending.ABORT:
@@ -270,6 +323,9 @@ class Stream:
         """The one cancel funnel: ask the lifecycle, then perform the transition's
         effects — the token first (threads and the GPU see it at once), then the
         stream's own (see :meth:`cancelled`), then the ``on_cancel`` hooks."""
+        wire = self.wire
+        if wire.ended and not wire.sending:
+            return  # the body is complete on the wire: nothing left to cancel
         transition = self.lifecycle.handle(Event.CANCEL, reason=reason, client_gone=self.hub.disconnected)
         if transition is Transition.IGNORED:
             return
@@ -295,6 +351,8 @@ class Stream:
         HTTP/1.0 close) — cancelling it then would leave the connection open."""
         if self.scope is not None and (transition is Transition.MOVED or reason is not CancelReason.DISCONNECT):
             self.scope.cancel()
+        if self._guard_scope is not None and transition is Transition.MOVED:
+            self._guard_scope.cancel()
         if self.on_abort is not None and self.lifecycle.ending is Ending.ABORT:
             self.on_abort()
 
@@ -312,6 +370,11 @@ class Stream:
         """The hub saw ``http.disconnect``."""
         self.cancel(CancelReason.DISCONNECT)
 
+    @property
+    def gone_at(self) -> float | None:
+        """When the client was found gone (None while it is not)."""
+        return self.hub.disconnected_at
+
     def token_callback(self) -> Callable[[CancelToken], None]:
         """A CancelToken callback that ends this stream when the application (from any
         thread) sets the token; it hops to the event loop to do so."""
@@ -327,9 +390,10 @@ class Stream:
         self._cancel_hooks.append(hook)
 
     # ----------------------------------------------------------------- the end
-    async def close(self) -> None:
-        """ENDING → CLOSED, once: stop the guard, close the record with its outcome,
-        run the ``on_end`` hooks. Callers have closed the generator before."""
+    async def close(self, ended_at: float | None = None) -> None:
+        """ENDING → CLOSED, once: stop the guard, close the record with its outcome
+        (``ended_at``: when the body ended, if earlier than now), run the ``on_end``
+        hooks. Callers have closed the generator before."""
         lifecycle = self.lifecycle
         if lifecycle.closed:
             return
@@ -340,7 +404,7 @@ class Stream:
         lifecycle.handle(Event.CLOSE)
         self.guard.stop()
         rec = self.record
-        rec.ended_at = _clock.monotonic()
+        rec.ended_at = ended_at if ended_at is not None else _clock.monotonic()
         rec.outcome = lifecycle.outcome
         if lifecycle.error is not None:
             rec.error = lifecycle.error

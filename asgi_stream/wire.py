@@ -59,8 +59,9 @@ class Wire:
         try:
             await (via or self.raw)(message)
         except Exception as exc:
-            # A failing start message is the application's error (e.g. invalid headers).
-            if message.get("type") != BODY:
+            # A start message the server refuses (e.g. invalid headers) is the
+            # application's error; an OSError is the client leaving, whatever the message.
+            if message.get("type") != BODY and not isinstance(exc, OSError):
                 raise
             await self.gone(exc)
         finally:

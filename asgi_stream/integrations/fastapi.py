@@ -51,6 +51,7 @@ from typing import Any, TypeVar
 
 import anyio
 
+from ..lifecycle import Ending
 from ..scope import CTX_KEY, endpoint_name
 from ..source import TokenSource
 
@@ -78,9 +79,9 @@ class ThreadIterator(AsyncIterator[T]):
 
     Each ``__anext__`` runs one ``next()`` on that thread. If the awaiting task is
     cancelled meanwhile, the iterator is closed on the thread right after that ``next()``
-    returns (its ``finally`` blocks run there) and the thread exits; the cancellation is
-    not delayed. :meth:`aclose` does the same and waits, up to ``close_timeout`` seconds,
-    until the ``finally`` blocks have run.
+    returns (its ``finally`` blocks run there) and the thread exits; the cancelled task
+    waits for that, up to ``close_timeout`` seconds, as it would for FastAPI's thread
+    pool. :meth:`aclose` does the same.
     """
 
     __slots__ = ("_source",)
@@ -99,9 +100,10 @@ class ThreadIterator(AsyncIterator[T]):
         except StopAsyncIteration:
             raise
         except BaseException:
-            driver = self._source.driver
-            if driver is not None:
-                driver.close_soon()  # cancelled mid-step: close right after it, on its thread
+            # Cancelled mid-step: close right after it, on its thread — and wait for that
+            # (shielded, up to close_timeout), as FastAPI's thread pool would, so what the
+            # step did (a background task it added) is there before the response goes on.
+            await self._source.aclose()
             raise
         return item
 
@@ -122,12 +124,31 @@ class _RequestStreams:
         timeout = getattr(config, "close_timeout", DEFAULT_CLOSE_TIMEOUT)
         self.close_timeout: float = timeout if isinstance(timeout, int | float) else DEFAULT_CLOSE_TIMEOUT
         self.items: list[Any] = []
-        stack.push_async_callback(self.close)
+        stack.push_async_exit(self._exit)
 
     @property
     def name(self) -> str:
         """The endpoint, for thread names and logs."""
         return endpoint_name(self.scope)
+
+    async def _exit(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
+        """The request stack unwinds: close what is open; and swallow the one error
+        FastAPI's own SSE teardown raises when asgi-stream ended the stream while its
+        body task was blocked in a send (the keepalive task, blocked sending too, finds
+        its receiver closed: ``BrokenResourceError``). Without the middleware such a
+        stream never ends; nothing else is swallowed."""
+        await self.close()
+        if isinstance(exc, BaseExceptionGroup) and self._aborted():
+            rest = exc.split(anyio.BrokenResourceError)[1]
+            if rest is None:
+                logger.debug("asgi_stream: FastAPI's SSE teardown after an aborted stream: %r", exc)
+                return True
+        return False
+
+    def _aborted(self) -> bool:
+        stream = getattr(self.scope.get(CTX_KEY), "stream", None)
+        lifecycle = getattr(stream, "lifecycle", None)
+        return lifecycle is not None and lifecycle.ending is Ending.ABORT
 
     async def close(self) -> None:
         # What is still open: sync generators' iterators (closing a finished one costs

@@ -1,5 +1,5 @@
 """Producer: runs a resumable stream's generator into the replay store, decoupled from
-any connection.
+any connection, on the same :class:`~asgi_stream.lifecycle.Lifecycle` as every stream.
 
 The generator keeps running while no client is attached, for ``resume_grace``
 seconds; then it is cancelled through the normal cancel path (token set, generator
@@ -10,19 +10,20 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from typing import Any
 
 import anyio
 import anyio.abc
 import anyio.lowlevel
 
+from .. import _clock
 from ..cancel import CancelReason, CancelToken, on_loop
 from ..config import Hook, StreamConfig
 from ..context import _current
 from ..errors import StreamError
 from ..framing import Framer
 from ..hooks import call_hook, run_end_hooks
+from ..lifecycle import Ending, Event, Lifecycle, Transition
 from ..record import Outcome, StreamRecord
 from ..source import TokenSource
 from .store import Writer
@@ -64,17 +65,20 @@ class Producer:
             content, name=f"resumable stream #{record.id} {record.path}", close_timeout=config.close_timeout
         )
         self.seq = 0
+        self.lifecycle = Lifecycle()
         self.scope: anyio.CancelScope | None = None
         self.task_group: anyio.abc.TaskGroup | None = None
-        self.finished = False
+        #: The generator's exception, when it raised before producing any event.
+        self.early_error: BaseException | None = None
         self._drain_at = math.inf
         #: The set this producer is registered in for shutdown drain (it leaves it at the end).
         self.registry: set[Any] | None = None
 
     # ------------------------------------------------------------ cancel sources
     def cancel(self, reason: CancelReason) -> None:
-        """Cancel the generator (grace expired, shutdown, or the application)."""
-        if self.finished or self.record.cancel_reason is not None:
+        """The producer's cancel funnel (grace expired, shutdown, the application, the
+        server): ask the lifecycle, then the token, the scope and the hooks."""
+        if self.lifecycle.handle(Event.CANCEL, reason=reason) is not Transition.MOVED:
             return
         self.token.cancel(reason)  # the first reason wins if the application set it
         self.record.cancel_reason = self.token.reason or reason
@@ -83,21 +87,26 @@ class Producer:
         for hook in self.cancel_hooks:
             call_hook(hook, self.record, self.task_group, "on_cancel")
 
+    @property
+    def finished(self) -> bool:
+        """Whether the producer has closed (the store is finished)."""
+        return self.lifecycle.closed
+
     def begin_drain(self, grace: float) -> None:
         """Server shutdown: cancel the generator ``grace`` seconds from now."""
-        if self.finished:
+        if self.lifecycle.ending is not None:
             return
-        self._drain_at = min(self._drain_at, time.monotonic() + grace)
+        self._drain_at = min(self._drain_at, _clock.monotonic() + grace)
         if self.task_group is not None:
             self.task_group.start_soon(self._drain, self._drain_at)
 
     async def _drain(self, at: float) -> None:
-        await anyio.sleep(max(0.0, at - time.monotonic()))
+        await anyio.sleep(max(0.0, at - _clock.monotonic()))
         self.cancel(CancelReason.SHUTDOWN)
 
     async def _watch_abandoned(self) -> None:
         await self.writer.wait_abandoned(self.config.resume_grace)
-        if not self.finished:
+        if self.lifecycle.ending is None:
             logger.info(
                 "asgi_stream: no client came back to stream #%d within %.1f s; cancelling its generator",
                 self.record.id,
@@ -107,8 +116,14 @@ class Producer:
 
     # ------------------------------------------------------------ the run
     async def run(self) -> None:
-        """Produce until the generator ends or is cancelled; always finishes the store."""
+        """Produce until the generator ends or is cancelled; always finishes the store.
+
+        The same lifecycle as a client-facing stream: START (a cancel that came first
+        leaves it ENDING: the generator is only entered so its ``finally`` runs),
+        FINISH, FAIL or CANCEL into ENDING, then the ending's last event is stored, the
+        generator closed, the store finished and the record closed — once."""
         assert self.task_group is not None
+        lifecycle = self.lifecycle
         reset = _current.set(self)  # type: ignore[arg-type]  # current_stream() → record, token
         watchers = anyio.CancelScope()
 
@@ -116,42 +131,66 @@ class Producer:
             with watchers:
                 await self._watch_abandoned()
 
-        self.token.add_callback(on_loop(self.cancel))
+        token = self.token
+        token.add_callback(on_loop(self.cancel))
+        if token.cancelled and token.reason is not CancelReason.BUFFER_OVERFLOW:
+            self.cancel(token.reason or CancelReason.APPLICATION)  # set before it ran
         self.task_group.start_soon(watch)
         self.task_group.start_soon(self.writer.run)
-        outcome, error = Outcome.COMPLETED, None
         try:
-            with anyio.CancelScope() as self.scope:
-                if self.token.cancelled:
-                    self.scope.cancel()
-                try:
-                    await self._produce()
-                except Exception as exc:
-                    outcome, error = Outcome.ERROR, exc
-            if error is not None:
-                self._append(self.framer.error(self.config.error_payload(error, self.record)))
-                level = logging.WARNING if isinstance(error, StreamError) else logging.ERROR
-                logger.log(level, "asgi_stream: resumable stream #%d failed", self.record.id, exc_info=error)
-            elif self.scope.cancelled_caught or self.token.cancelled:
-                outcome = Outcome.CANCELLED
-                self._append(self.framer.error(INTERRUPTED))
+            if lifecycle.handle(Event.START) is not Transition.MOVED:
+                await self.source.prime()
+            else:
+                with anyio.CancelScope() as self.scope:
+                    try:
+                        await self._produce()
+                        lifecycle.handle(Event.FINISH)
+                    except Exception as exc:
+                        lifecycle.handle(Event.FAIL, error=exc)
+        except anyio.get_cancelled_exc_class():
+            self.cancel(CancelReason.SHUTDOWN)  # the server cancelled the request task
+            raise
         finally:
             with anyio.CancelScope(shield=True):
+                self._store_ending()
                 await self.source.aclose()
-                self.finished = True
                 watchers.cancel()
                 try:
-                    await self.writer.finish(outcome.value)
+                    await self.writer.finish((lifecycle.outcome or Outcome.CANCELLED).value)
                 except Exception:
                     logger.exception("asgi_stream: could not finish resumable stream #%d in the store", self.record.id)
+                lifecycle.handle(Event.CLOSE)
                 rec = self.record
-                rec.ended_at = time.monotonic()
-                rec.outcome = outcome
-                rec.error = error
+                rec.ended_at = _clock.monotonic()
+                rec.outcome = lifecycle.outcome
+                rec.error = lifecycle.error
                 await run_end_hooks(self.end_hooks, rec)
                 if self.registry is not None:
                     self.registry.discard(self)
             _current.reset(reset)
+
+    def _store_ending(self) -> None:
+        """The last event of the ending: the tail, an error, or 'interrupted'. An error
+        before any event is kept for the originating request to raise instead (its
+        client gets the application's error response, as without resume)."""
+        lifecycle = self.lifecycle
+        ending = lifecycle.ending
+        if ending is Ending.COMPLETE:
+            tail = self.framer.finish()
+            if self.end is not None:
+                tail += self.framer.frame(self.end)
+            self._append(tail)
+        elif ending is Ending.ERROR:
+            error = lifecycle.error
+            assert error is not None
+            level = logging.WARNING if isinstance(error, StreamError) else logging.ERROR
+            logger.log(level, "asgi_stream: resumable stream #%d failed", self.record.id, exc_info=error)
+            if self.seq == 0:
+                self.early_error = error
+            else:
+                self._append(self.framer.error(self.config.error_payload(error, self.record)))
+        else:
+            self._append(self.framer.error(INTERRUPTED))
 
     async def _produce(self) -> None:
         frame = self.framer.frame
@@ -167,17 +206,13 @@ class Producer:
             data = frame(token)
             if data:
                 if rec.first_token_at is None:
-                    rec.first_token_at = time.monotonic()
+                    rec.first_token_at = _clock.monotonic()
                 rec.events += 1
                 rec.bytes += len(data)
                 if self._append(data):  # an attached consumer is a whole window behind
                     await wait_room()
                 elif not rec.events & _YIELD_MASK:
                     await checkpoint()
-        tail = self.framer.finish()
-        if self.end is not None:
-            tail += self.framer.frame(self.end)
-        self._append(tail)
 
     def _append(self, data: bytes | None) -> bool:
         """Store one event; True when the producer should wait for room."""

@@ -95,6 +95,7 @@ def _consumer(
     status: int,
     raw_headers: list[tuple[bytes, bytes]],
     resumed: bool = False,
+    early_error: Callable[[], BaseException | None] | None = None,
 ) -> TokenPump:
     record = StreamRecord(
         method=scope.get("method", "GET"),
@@ -105,8 +106,8 @@ def _consumer(
         labels={"stream_id": stream_id, "resumed_after": after},
     )
     source = store.read(stream_id, after)
-    if resumed:
-        source = _UnlessOver(source, lambda: pump.wire.started)
+    if resumed or early_error is not None:
+        source = _UnlessOver(source, lambda: pump.wire.started, resumed=resumed, early_error=early_error)
     pump = TokenPump(
         source=source,
         framer=ReplayFramer(framer, stream_id),  # type: ignore[arg-type]
@@ -123,16 +124,27 @@ def _consumer(
 
 class _UnlessOver:
     """The events after a resume cursor; StreamNotFound (→ 204) when the stream ended
-    with nothing after it, so a client that reconnects after the end stops there.
+    with nothing after it, so a client that reconnects after the end stops there. For
+    the originating request: the generator's own exception when it failed before its
+    first event (so the application's error handling answers, as without resume).
 
     A plain async iterator, not a generator: closing it closes the store's reader even
     if it was never read from (the reader is attached from its creation)."""
 
-    __slots__ = ("_empty", "_source", "_started")
+    __slots__ = ("_early_error", "_empty", "_resumed", "_source", "_started")
 
-    def __init__(self, source: AsyncIterator[tuple[int, bytes]], started: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        source: AsyncIterator[tuple[int, bytes]],
+        started: Callable[[], bool],
+        *,
+        resumed: bool = True,
+        early_error: Callable[[], BaseException | None] | None = None,
+    ) -> None:
         self._source = source
         self._started = started
+        self._resumed = resumed
+        self._early_error = early_error
         self._empty = True
 
     def __aiter__(self) -> _UnlessOver:
@@ -143,7 +155,11 @@ class _UnlessOver:
             item = await self._source.__anext__()
         except StopAsyncIteration:
             if self._empty and not self._started():
-                raise StreamNotFound("the stream is over: nothing after the cursor") from None
+                error = self._early_error() if self._early_error is not None else None
+                if error is not None:
+                    raise error from None  # the generator failed before its first event
+                if self._resumed:
+                    raise StreamNotFound("the stream is over: nothing after the cursor") from None
             raise
         self._empty = False
         return item
@@ -216,6 +232,7 @@ async def run_resumable(
         accepted_at=record.accepted_at,
         status=status,
         raw_headers=raw_headers,
+        early_error=lambda: producer.early_error,
     )
     await drive(consumer, tg, hub)
 

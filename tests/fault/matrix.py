@@ -55,11 +55,14 @@ EVENTS = (
 APP_EVENTS = frozenset({"cancel_gen", "gen_raise"})
 #: Events that need the stream's CancelToken (TokenStream only).
 TOKEN_EVENTS = frozenset({"cancel_gen", "cancel_thread"})
+#: Await points before a generator's first step has run.
+BEFORE_FIRST_STEP = frozenset({"endpoint", "recv_body", "recv_wait", "send_start"})
 CLIENT_EVENTS = frozenset({"disconnect", "send_error", "send_block", "send_timeout"})
 #: Events that act on the sends that follow them (their effect starts at that send).
 SEND_EVENTS = frozenset({"send_error", "send_block", "send_timeout", "send_slow"})
 #: Kinds whose sync generator runs in the thread pool (a step there cannot be cancelled).
 POOL_KINDS = frozenset({"sr_sync", "fastapi_sync"})
+FASTAPI_KINDS = frozenset({"fastapi_async", "fastapi_sync"})
 #: Kinds whose generator may run ahead of a blocked send (push producer, FastAPI's buffer).
 RUN_AHEAD_KINDS = frozenset({"channel", "fastapi_async", "fastapi_sync"})
 
@@ -140,12 +143,16 @@ def expect(kind: str, point: str, event: str) -> Expect:
         if kind == "resumable":  # the producer runs on without a client (resume_grace)
             wait = SEND_TIMEOUT + stop if event == "send_timeout" else remaining
             return Expect(ok, None, "any", False, True, wait, True)
+        # FastAPI adds a `def` path operation's background task inside its first step,
+        # which FastAPI itself may or may not reach when the client leaves first (a race
+        # with its thread, the same without the middleware): at most once, then.
+        background = not (kind == "fastapi_sync" and point in BEFORE_FIRST_STEP)
         if event == "send_timeout":
             timed_out = frozenset({Outcome.TIMED_OUT})
-            return Expect(timed_out, None, "any", False, True, SEND_TIMEOUT + stop, kind in RUN_AHEAD_KINDS)
+            return Expect(timed_out, None, "any", False, background, SEND_TIMEOUT + stop, kind in RUN_AHEAD_KINDS)
         give_up = GIVE_UP if event == "send_block" else 0.0
         return Expect(
-            frozenset({Outcome.CANCELLED}), CancelReason.DISCONNECT, "any", False, True, give_up + stop, False
+            frozenset({Outcome.CANCELLED}), CancelReason.DISCONNECT, "any", False, background, give_up + stop, False
         )
     cancelled = frozenset({Outcome.CANCELLED})
     if event in TOKEN_EVENTS:
@@ -486,7 +493,9 @@ def _check(run: Run, result: ServerOutcome, want: Expect) -> list[str]:
     # exceptions
     exc = result.exception
     if want.exception:
-        if not isinstance(exc, Boom):
+        if run.kind in FASTAPI_KINDS and isinstance(exc, BaseExceptionGroup) and exc.subgroup(Boom) is not None:
+            pass  # FastAPI's SSE task group wraps it (it does without the middleware too)
+        elif not isinstance(exc, Boom):
             problems.append(f"exception: the generator's Boom did not reach the server (got {exc!r})")
     elif exc is not None:
         problems.append(f"exception: {type(exc).__name__}: {exc} escaped to the server")
