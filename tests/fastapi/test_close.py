@@ -191,14 +191,6 @@ def _sync_teardown_survives_cancellation() -> bool:
     return seen == [True]
 
 
-@pytest.mark.xfail(
-    not _sync_teardown_survives_cancellation(),
-    strict=True,
-    reason="core: the passthrough ends a stream (send timeout, disconnect, shutdown) by cancelling the request's "
-    "whole task group; FastAPI versions whose contextmanager_in_threadpool catches only Exception (0.135) then "
-    "skip a def yield dependency's exit, which without the line runs (FastAPI's own disconnect handling returns "
-    "normally). Same root cause as background tasks dropped after a disconnect.",
-)
 def test_sync_yield_dependency_is_torn_down_after_the_generator(with_line, key) -> None:
     trace = with_line.probes.trace(key)
     client, _ = with_line.open(f"/sync-dependency/{key}", rcvbuf=4096)

@@ -149,12 +149,6 @@ def test_fastapis_own_ping_passes_through(fresh, key, mode, monkeypatch) -> None
     assert len(blocks) >= 4 and set(blocks[1:-1]) == {b": ping"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core: Passthrough.start builds its headers with stream_headers(..., identity_encoding=False), so a "
-    "passthrough NDJSON / JSON Lines stream is not marked Content-Encoding: identity as TokenStream's NDJSON is, "
-    "and a GZipMiddleware added after StreamMiddleware (outside it) compresses it token by token",
-)
 def test_json_lines_are_not_compressed_by_an_outer_gzip(server) -> None:
     """The README's compression promise (NDJSON streams marked ``Content-Encoding:
     identity``, left alone by GZipMiddleware in either order) for FastAPI's JSON Lines."""
