@@ -46,6 +46,9 @@ HeaderList = Sequence[tuple[bytes | str, bytes | str]]
 H3_NO_ERROR = int(ErrorCode.H3_NO_ERROR)
 H3_REQUEST_CANCELLED = int(ErrorCode.H3_REQUEST_CANCELLED)
 
+#: The longest the handshake may take (``timeout`` may be a long stream's read budget).
+HANDSHAKE_TIMEOUT = 10.0
+
 _DATA, _HEADERS = 0x0, 0x1
 _READ_SIZE = 65536
 
@@ -172,7 +175,8 @@ class H3Client:
 
     Args:
         host, port: the server's UDP address.
-        timeout: seconds the handshake, and one wait for a datagram, may take.
+        timeout: seconds one wait for a datagram may take (the handshake: at most
+            :data:`HANDSHAKE_TIMEOUT`).
         tls: certificate verification (default: the system store, full verification).
         idle_timeout: the QUIC idle timeout the client announces.
     """
@@ -222,9 +226,10 @@ class H3Client:
         self._handshake_done = False
         self.quic.connect(self.addr, now=time.monotonic())
         self._flush()
-        if not self.run_until(lambda: self._handshake_done, timeout=timeout):
+        wait = min(timeout, HANDSHAKE_TIMEOUT)
+        if not self.run_until(lambda: self._handshake_done, timeout=wait):
             self.abort()
-            raise H3Error(f"no QUIC handshake with udp {host}:{port} within {timeout:.0f} s")
+            raise H3Error(f"no QUIC handshake with udp {host}:{port} within {wait:.0f} s")
 
     # ------------------------------------------------------------ requests
     def request(
