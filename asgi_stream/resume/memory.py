@@ -12,13 +12,15 @@ from .store import Limits, ReplayStore, ResumeGap, StreamMeta, StreamNotFound, W
 
 #: first_seq of an evicted stream: every cursor is before its kept window.
 _EVICTED = 1 << 62
+#: A seq no reader reaches.
+_NEVER = 1 << 63
 
 
 class _Stream:
     __slots__ = (
         "_attach",
         "_changed",
-        "consumers",
+        "_room",
         "done",
         "events",
         "expires",
@@ -27,6 +29,8 @@ class _Stream:
         "meta",
         "nbytes",
         "outcome",
+        "readers",
+        "room_at",
         "start",
     )
 
@@ -42,9 +46,17 @@ class _Stream:
         self.done = False
         self.outcome = ""
         self.expires = expires
-        self.consumers = 0
+        #: The attached consumers: their unread events are never dropped.
+        self.readers: list[_Tail] = []
+        #: The producer waits for room until a reader has taken this seq (_NEVER: no one waits).
+        self.room_at = _NEVER
         self._changed: anyio.Event | None = None
         self._attach: anyio.Event | None = None
+        self._room: anyio.Event | None = None
+
+    @property
+    def consumers(self) -> int:
+        return len(self.readers)
 
     def notify(self) -> None:
         changed, self._changed = self._changed, None
@@ -65,6 +77,111 @@ class _Stream:
         if self._attach is None:
             self._attach = anyio.Event()
         await self._attach.wait()
+
+    # ------------------------------------------------------------ bounds
+    def trim(self, limits: Limits) -> bool:
+        """Drop the oldest events beyond the bounds that no attached reader still needs.
+        True when the stream stays over its bounds: a reader is behind, the producer waits."""
+        events = self.events
+        kept = len(events) - self.start
+        oldest = self.last_seq - kept + 1  # by count: holds after an eviction too
+        readers = self.readers
+        needed = min(r.after for r in readers) + 1 if readers else self.last_seq + 1
+        while kept > limits.max_events or (self.nbytes > limits.max_bytes and kept > 1):
+            if oldest >= needed:
+                return True
+            self.nbytes -= len(events[self.start])
+            events[self.start] = b""
+            self.start += 1
+            self.first_seq += 1
+            kept -= 1
+            oldest += 1
+        if self.start > 1024 and self.start * 2 > len(events):
+            del events[: self.start]
+            self.start = 0
+        return False
+
+    def low_water(self, limits: Limits) -> int:
+        """The seq every reader must have taken so that trimming brings the stream down to
+        three quarters of its bounds: the producer then goes on for a while without waking
+        at every event."""
+        events, i = self.events, self.start
+        kept = len(events) - i
+        nbytes = self.nbytes
+        max_events = limits.max_events - limits.max_events // 4
+        max_bytes = limits.max_bytes - limits.max_bytes // 4
+        seq = self.last_seq - kept  # the seq before events[i]
+        while kept > 1 and (kept > max_events or nbytes > max_bytes):
+            nbytes -= len(events[i])
+            i += 1
+            kept -= 1
+            seq += 1
+        return seq
+
+    def wake_room(self) -> None:
+        self.room_at = _NEVER
+        room, self._room = self._room, None
+        if room is not None:
+            room.set()
+
+    async def wait_room(self) -> None:
+        if self._room is None:
+            self._room = anyio.Event()
+        await self._room.wait()
+
+
+class _Tail:
+    """One consumer of a stream: the kept events after its cursor, then the live ones,
+    until the stream finishes. Attached from creation until closed (or at its end):
+    while attached, the events it has not taken are never dropped."""
+
+    __slots__ = ("after", "stream")
+
+    def __init__(self, stream: _Stream, after: int) -> None:
+        self.stream: _Stream | None = stream
+        #: The seq of the last event taken.
+        self.after = after
+        stream.readers.append(self)
+        stream.attach_changed()
+
+    def __aiter__(self) -> _Tail:
+        return self
+
+    async def __anext__(self) -> tuple[int, bytes]:
+        stream = self.stream
+        if stream is None:
+            raise StopAsyncIteration
+        while True:
+            after = self.after
+            if after + 1 < stream.first_seq:
+                self._detach()
+                raise ResumeGap(f"events {after + 1}..{stream.first_seq - 1} of the stream are no longer kept")
+            index = stream.start + after + 1 - stream.first_seq
+            if index < len(stream.events):
+                self.after = after = after + 1
+                if after >= stream.room_at:
+                    stream.wake_room()
+                return after, stream.events[index]
+            if stream.done:
+                self._detach()
+                raise StopAsyncIteration
+            await stream.changed()
+
+    async def aclose(self) -> None:
+        """Detach (the producer no longer waits for this consumer)."""
+        self._detach()
+
+    def _detach(self) -> None:
+        stream, self.stream = self.stream, None
+        if stream is not None:
+            stream.readers.remove(self)
+            stream.attach_changed()
+            stream.wake_room()
+
+
+async def _not_found(stream_id: str) -> AsyncIterator[tuple[int, bytes]]:
+    raise StreamNotFound(f"stream {stream_id!r} is unknown or expired")
+    yield  # pragma: no cover - makes this an async generator
 
 
 class MemoryStore(ReplayStore):
@@ -95,6 +212,7 @@ class MemoryStore(ReplayStore):
             stream.start = 0
             stream.first_seq = _EVICTED  # any cursor is now before the kept window
             stream.notify()
+            stream.wake_room()
 
     def _get(self, sid: str) -> _Stream | None:
         stream = self._streams.get(sid)
@@ -119,28 +237,14 @@ class MemoryStore(ReplayStore):
         stream = self._get(stream_id)
         return stream.meta if stream is not None else None
 
-    async def read(self, stream_id: str, after: int) -> AsyncIterator[tuple[int, bytes]]:
-        """Replay then tail one stream."""
+    def read(self, stream_id: str, after: int) -> AsyncIterator[tuple[int, bytes]]:
+        """Replay then tail one stream. The consumer is attached at once (before its first
+        read), so the producer never drops an event it has not taken; StreamNotFound or
+        ResumeGap come with the first read."""
         stream = self._get(stream_id)
         if stream is None:
-            raise StreamNotFound(f"stream {stream_id!r} is unknown or expired")
-        stream.consumers += 1
-        stream.attach_changed()
-        try:
-            while True:
-                if after + 1 < stream.first_seq:
-                    raise ResumeGap(f"events {after + 1}..{stream.first_seq - 1} of the stream are no longer kept")
-                index = stream.start + after + 1 - stream.first_seq
-                if index < len(stream.events):
-                    after += 1
-                    yield after, stream.events[index]
-                    continue
-                if stream.done:
-                    return
-                await stream.changed()
-        finally:
-            stream.consumers -= 1
-            stream.attach_changed()
+            return _not_found(stream_id)
+        return _Tail(stream, after)
 
 
 class _MemoryWriter(Writer):
@@ -179,22 +283,25 @@ class _MemoryWriter(Writer):
         first = max(after + 1, first_kept)
         return first, self.stream.events[self.stream.start + first - first_kept :]
 
-    def append(self, seq: int, data: bytes) -> None:
-        stream, limits = self.stream, self.store.limits
+    def append(self, seq: int, data: bytes) -> bool:
+        stream = self.stream
         stream.last_seq = seq
         stream.events.append(data)
         stream.nbytes += len(data)
-        kept = len(stream.events) - stream.start
-        while kept > limits.max_events or (stream.nbytes > limits.max_bytes and kept > 1):
-            stream.nbytes -= len(stream.events[stream.start])
-            stream.events[stream.start] = b""
-            stream.start += 1
-            stream.first_seq += 1
-            kept -= 1
-        if stream.start > 1024 and stream.start * 2 > len(stream.events):
-            del stream.events[: stream.start]
-            stream.start = 0
+        limits = self.store.limits
+        full = False
+        if len(stream.events) - stream.start > limits.max_events or stream.nbytes > limits.max_bytes:
+            full = stream.trim(limits)
         stream.notify()
+        return full
+
+    async def wait_room(self) -> None:
+        """Wait until the attached consumers have read enough for the stream to be back
+        within its bounds (at once when none is attached: nothing unread is kept)."""
+        stream, limits = self.stream, self.store.limits
+        while stream.trim(limits):
+            stream.room_at = stream.low_water(limits)
+            await stream.wait_room()
 
     async def run(self) -> None:
         return None

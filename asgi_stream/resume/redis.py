@@ -299,15 +299,20 @@ class RedisWriter(Writer):
         """The seq of the newest event appended."""
         return self.local.last_seq
 
-    def append(self, seq: int, data: bytes) -> None:
+    def append(self, seq: int, data: bytes) -> bool:
         """Into memory now (local consumers see it at once); Redis on the next round trip.
 
         The first event after a round trip wakes :meth:`run`; until run takes the
         batch, ``append`` is the memory writer's own (no cost beyond memory's).
         """
-        self.local.append(seq, data)
+        full = self.local.append(seq, data)
         self.append = self.local.append  # type: ignore[method-assign]
         self._wake.set()
+        return full
+
+    async def wait_room(self) -> None:
+        """The producing worker's memory holds the stream back for its local consumers."""
+        await self.local.wait_room()
 
     def _poke(self) -> None:
         """Make :meth:`run` go round again at once."""
