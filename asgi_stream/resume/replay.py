@@ -109,7 +109,7 @@ def _consumer(
         source = _UnlessOver(source, lambda: pump.started)
     pump = TokenPump(
         source=source,
-        framer=ReplayFramer(framer, stream_id),  # type: ignore[arg-type]
+        framer=ReplayFramer(framer, stream_id),
         config=config.merged(on_start=None, on_end=None, on_cancel=None),
         record=record,
         token=CancelToken(),
