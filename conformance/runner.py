@@ -14,15 +14,7 @@ from typing import Any
 from .cases import CASES, Case, CaseContext, Fail, Result, ServerFault, Skip, Timing
 from .cases.base import FAULT_SERVER, FAULT_TARGET
 from .clients import H1Error, H2Error
-
-try:
-    from .clients.h3 import H3Error
-except ImportError:  # aioquic not installed: no HTTP/3 target can run
-
-    class H3Error(Exception):  # type: ignore[no-redef]
-        """Stand-in when aioquic is missing."""
-
-
+from .clients.h3_errors import H3Error
 from .targets import DEFAULT_APP, TARGETS, Target, TargetUnavailable, start_target
 
 Progress = Callable[[Result], None]

@@ -39,6 +39,9 @@ from aioquic.quic.events import (
 
 from ._chunk import Chunk, body_of
 from ._socket import as_bytes
+from .h3_errors import H3Error
+
+__all__ = ["H3_NO_ERROR", "H3_REQUEST_CANCELLED", "H3Client", "H3Error", "H3Stream", "QuicTLS"]
 
 HeaderList = Sequence[tuple[bytes | str, bytes | str]]
 
@@ -51,10 +54,6 @@ HANDSHAKE_TIMEOUT = 10.0
 
 _DATA, _HEADERS = 0x0, 0x1
 _READ_SIZE = 65536
-
-
-class H3Error(Exception):
-    """The connection failed or the peer broke the protocol (the message says how)."""
 
 
 @dataclass(slots=True)
