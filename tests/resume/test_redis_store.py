@@ -216,6 +216,7 @@ def test_a_stream_evicted_from_the_producers_memory_goes_on_in_redis(redis_serve
 
 def test_unknown_stream(redis_server, settled) -> None:
     key_prefix = settled
+
     async def main() -> None:
         store = RedisStore(redis_server.url, key_prefix=key_prefix)
         assert await store.meta(sid(7)) is None
