@@ -106,6 +106,16 @@ def _attempt(case: Case, target: Target, timing: Timing) -> Result:
         result = Result(case.name, target.name, "fault", exc.evidence, exc.fault)
     except Fail as exc:
         result = Result(case.name, target.name, "fail", exc.evidence, exc.fault, details=exc.details)
+    except TimeoutError as exc:
+        if target.app_endpoints:
+            result = Result(case.name, target.name, "fail", f"TimeoutError: {exc}", FAULT_TARGET)
+        else:  # an external endpoint that took longer than --max-duration: no verdict
+            result = Result(
+                case.name,
+                target.name,
+                "skip",
+                f"did not finish within --max-duration {timing.max_duration:g} s ({exc}): not judged",
+            )
     except (H1Error, H2Error) as exc:
         result = Result(case.name, target.name, "fail", f"{type(exc).__name__}: {exc}", FAULT_SERVER)
     except Exception as exc:

@@ -566,6 +566,13 @@ def observe_url(ctx: CaseContext) -> Observed:
     return obs
 
 
+def out_of_time(ctx: CaseContext, what: str) -> None:
+    """With ``--url``, a request that did not finish within ``--max-duration`` is no
+    verdict (an LLM server may queue the suite's concurrent requests): raise Skip."""
+    if ctx.external:
+        raise Skip(f"{what} did not finish within --max-duration {ctx.timing.max_duration:g} s: not judged")
+
+
 def require(cond: object, evidence: str, *, fault: str = FAULT_TARGET) -> None:
     """Raise :class:`Fail` with ``evidence`` unless ``cond`` holds."""
     if not cond:

@@ -9,7 +9,19 @@ from ..clients import H1Error
 from ..tokens import expected_tokens
 from . import case, outside
 from ._checks import cancelled_in_budget, require_paced, require_sse_tokens
-from .base import FAULT_SERVER, SSE, CaseContext, Fail, ServerFault, Skip, fetch, observe_h1, observe_url, require
+from .base import (
+    FAULT_SERVER,
+    SSE,
+    CaseContext,
+    Fail,
+    ServerFault,
+    Skip,
+    fetch,
+    observe_h1,
+    observe_url,
+    out_of_time,
+    require,
+)
 
 H1 = ("h1",)
 
@@ -51,6 +63,7 @@ def http10(ctx: CaseContext) -> str:
         try:
             resp = c.read_response(deadline=time.monotonic() + ctx.timing.request_timeout)
         except TimeoutError as exc:
+            out_of_time(ctx, "the HTTP/1.0 response")
             raise Fail(
                 f"HTTP/1.0 response did not end (server kept the connection open?): {exc}", fault=FAULT_SERVER
             ) from exc
@@ -91,6 +104,8 @@ def keepalive_reuse(ctx: CaseContext) -> str:
                 c.request(ctx.method(), path, headers=ctx.headers(SSE), body=ctx.body())
                 resp = c.read_response(deadline=time.monotonic() + ctx.timing.request_timeout)
             except (H1Error, TimeoutError) as exc:
+                if isinstance(exc, TimeoutError):
+                    out_of_time(ctx, f"request {i + 1} on the reused connection")
                 raise Fail(f"request {i + 1} on the reused connection failed: {exc}", fault=FAULT_SERVER) from exc
             require(
                 resp.status == 200 and resp.complete, f"request {i + 1}: status {resp.status}, complete {resp.complete}"
@@ -217,6 +232,7 @@ def half_close(ctx: CaseContext) -> str:
         try:
             resp = c.read_response(deadline=time.monotonic() + ctx.timing.request_timeout)
         except TimeoutError as exc:
+            out_of_time(ctx, "the stream after the half-close")
             raise Fail(
                 f"after the half-close the server neither finished nor closed within "
                 f"{ctx.timing.request_timeout:.0f} s: {exc}",
