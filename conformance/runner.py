@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .cases import CASES, Case, CaseContext, Fail, Result, ServerFault, Skip, Timing
-from .cases.base import FAULT_SERVER, FAULT_TARGET
+from .cases.base import FAULT_SERVER, FAULT_TARGET, observe_url
 from .clients import H1Error, H2Error
 from .targets import DEFAULT_APP, TARGETS, Target, TargetUnavailable, start_target
 
@@ -146,6 +146,16 @@ def stop_all(targets: Sequence[Target], timeout: float = 5.0) -> None:
         th.join()
 
 
+def _prefetch(target: Target, cases: Sequence[Case], timing: Timing) -> None:
+    """Make the shared request of an external target if a selected case reads it (its
+    result, or its error, is kept for the cases)."""
+    if any(c.shared and c.applies(target) is None for c in cases):
+        try:
+            observe_url(CaseContext(target=target, timing=timing, case_name="observe"), allow_silent=True)
+        except Exception:
+            pass
+
+
 def _alone(case: Case, target: Target) -> bool:
     return case.alone and target.hooks is None and case.applies(target) is None
 
@@ -222,7 +232,12 @@ def run_suite(
         def one_by_one(pairs: list[tuple[Case, Target]]) -> list[Result]:
             return [job(p) for p in pairs]
 
-        # Cases that read server-wide state run first, one at a time per target, while
+        # With --url, the shared request first, with nothing else in flight there: an
+        # endpoint that serves one generation at a time would queue it behind the rest.
+        external = [t for t in all_targets if not t.app_endpoints]
+        with ThreadPoolExecutor(max_workers=max(1, len(external))) as pool:
+            list(pool.map(lambda t: _prefetch(t, selected, timing), external))
+        # Then the cases that read server-wide state, one at a time per target, while
         # nothing else is in flight there.
         alone = [[(c, t) for c in selected if _alone(c, t)] for t in all_targets]
         with ThreadPoolExecutor(max_workers=max(1, len(all_targets))) as pool:

@@ -26,7 +26,12 @@ from .base import (
 H1 = ("h1",)
 
 
-@case("h1-zero-chunk", "the body ends with the terminating zero-length chunk, right after the last token", protocols=H1)
+@case(
+    "h1-zero-chunk",
+    "the body ends with the terminating zero-length chunk, right after the last token",
+    protocols=H1,
+    shared=True,
+)
 def zero_chunk(ctx: CaseContext) -> str:
     """Chunked framing closes properly (a truncated body has no ``0\\r\\n\\r\\n``)."""
     obs = observe_url(ctx) if ctx.external else fetch(ctx, ctx.path(n=3, interval=f"{ctx.timing.iv:.3f}"), SSE)
