@@ -223,8 +223,15 @@ def run_suite(
                 fault = None if status == "skip" else FAULT_SERVER
                 results.append(Result(c.name, info.name, status, f"target {info.status}: {info.reason}", fault))
 
+        limits = {id(t): threading.Semaphore(t.concurrency) for t in all_targets if t.concurrency}
+
         def job(pair: tuple[Case, Target]) -> Result:
-            r = run_case(pair[0], pair[1], timing)
+            limit = limits.get(id(pair[1]))
+            if limit is None:
+                r = run_case(pair[0], pair[1], timing)
+            else:
+                with limit:
+                    r = run_case(pair[0], pair[1], timing)
             if progress is not None:
                 progress(r)
             return r

@@ -81,6 +81,8 @@ class Stream:
     body: bytes = b""
     headers: list[tuple[str, str]] = field(default_factory=list)
     metric: str | None = None
+    #: Cases at once against it (``transformers serve`` generates one answer at a time).
+    concurrency: int | None = None
 
 
 @dataclass(slots=True)
@@ -179,6 +181,7 @@ def deploy_transformers(model: Path, via: str, max_tokens: int) -> Deployment:
             method="POST",
             body=json.dumps(body).encode(),
             headers=[("content-type", "application/json")],
+            concurrency=1,
         )
     )
     return d
@@ -208,6 +211,7 @@ def _targets(deployments: Sequence[Deployment], sync: bool, read_timeout: float)
                     read_timeout=read_timeout,
                     active_metric=metric,
                     name=s.name,
+                    concurrency=s.concurrency,
                 )
             )
     return out
@@ -314,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keepalive-budget", type=float, default=20.0)
     p.add_argument("--cancel-budget", type=float, default=2.0)
     p.add_argument("--stall-budget", type=float, default=30.0)
-    p.add_argument("--max-tokens", type=int, default=48, help="length of the transformers serve answer")
+    p.add_argument("--max-tokens", type=int, default=32, help="length of the transformers serve answer")
     p.add_argument(
         "--model-dir",
         default=os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "asgi-stream", "SmolLM2-135M-Instruct"),
