@@ -143,7 +143,13 @@ class TokenPump(Stream):
                 self.last_send = clock()
                 try:
                     await send({"type": _BODY, "body": data, "more_body": True})
-                except OSError:  # ASGI 2.4: the client is gone
+                except Exception:
+                    # ASGI 2.4 servers raise OSError when the client is gone. hypercorn's
+                    # HTTP/3 raises aioquic's FrameUnexpected instead once the client has
+                    # cancelled the request (STOP_SENDING), and never sends http.disconnect
+                    # (docs/conformance.md). Either way nothing more can be sent: end the
+                    # stream as a disconnect (an escaping error left ``busy`` set, and the
+                    # error path then waited for it forever).
                     self.hub.mark_disconnected()
                     self.cancel(CancelReason.DISCONNECT)
                     await checkpoint()

@@ -154,7 +154,13 @@ class Stream:
     async def _raw_send(self, message: dict[str, Any], send: Send | None = None) -> None:
         try:
             await (send or self.send)(message)
-        except OSError:  # ASGI 2.4 servers raise when the client has gone
+        except Exception as exc:
+            # ASGI 2.4 servers raise OSError when the client has gone; hypercorn's HTTP/3
+            # raises aioquic's FrameUnexpected from a body send after the client's
+            # STOP_SENDING (see TokenPump._per_token). A failing start message is still
+            # the application's error (e.g. invalid headers).
+            if not isinstance(exc, OSError) and message.get("type") != _BODY:
+                raise
             self.hub.mark_disconnected()
             self.cancel(CancelReason.DISCONNECT)
             await anyio.lowlevel.checkpoint()  # deliver the cancellation here

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -22,8 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
     p = argparse.ArgumentParser(
         prog="python -m conformance",
-        description="Raw-wire HTTP/1.1 + HTTP/2 conformance suite for token streaming. By default it starts "
-        "its own targets (uvicorn, hypercorn h1/h2c/TLS/trio, nginx) on loopback; --url checks an "
+        description="Raw-wire HTTP/1.1 + HTTP/2 + HTTP/3 conformance suite for token streaming. By default it "
+        "starts its own targets (uvicorn, hypercorn h1/h2c/TLS/trio/h3, nginx) on loopback; --url checks an "
         "external SSE/NDJSON endpoint instead.",
     )
     p.add_argument("--targets", type=_csv, help=f"comma-separated targets (default all): {', '.join(TARGETS)}")
@@ -60,6 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="extra request header for --url (repeatable)",
     )
     ext.add_argument("-k", "--insecure", action="store_true", help="do not verify the --url TLS certificate")
+    ext.add_argument("--cacert", metavar="FILE", help="verify the --url TLS certificate with this CA bundle")
+    ext.add_argument(
+        "--h3",
+        action="store_true",
+        help="speak HTTP/3 (QUIC) to an https:// --url, on the UDP port its Alt-Svc names (else the URL's)",
+    )
+    ext.add_argument("--h3-port", type=int, metavar="PORT", help="the UDP port of --h3 (skips the Alt-Svc lookup)")
     ext.add_argument(
         "--max-duration",
         type=float,
@@ -191,6 +199,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     body=body,
                     headers=headers,
                     insecure=args.insecure,
+                    h3=args.h3,
+                    h3_port=args.h3_port,
+                    cafile=args.cacert,
                     read_timeout=timing.max_duration,
                     active_metric=metric,
                     behind_proxy=args.behind_proxy,
@@ -202,6 +213,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         targets = args.targets or []
     elif args.h2 or args.data or args.header or args.method:
         parser.error("--h2, --data, --header and --method apply to --url only")
+    elif args.h3 or args.h3_port or args.cacert:
+        parser.error("--h3, --h3-port and --cacert apply to --url only")
+    if args.h3_port is not None and not (args.h3 and 0 < args.h3_port < 65536):
+        parser.error("--h3-port takes a port (1-65535) and needs --h3")
+    if args.cacert is not None and not os.path.isfile(args.cacert):
+        parser.error(f"--cacert: no such file {args.cacert!r}")
 
     def progress(result: object) -> None:
         if not args.json:

@@ -16,6 +16,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .asgi_tap import TapLog
+
 #: Keep at most this many logs (oldest dropped): a long-running target stays small.
 MAX_LOGS = 2000
 #: The gauge of running generators the target apps serve on ``/metrics``.
@@ -71,7 +73,19 @@ class Registry:
 
     def __init__(self) -> None:
         self._logs: dict[str, StreamLog] = {}
+        #: What the ASGI server told each labelled request (see :mod:`conformance.asgi_tap`).
+        self._taps: dict[str, TapLog] = {}
         self._lock = threading.Lock()
+
+    def open_tap(self, label: str) -> TapLog:
+        """A fresh :class:`TapLog` for ``label`` (the AsgiTap's factory)."""
+        tap = TapLog()
+        with self._lock:
+            self._taps.pop(label, None)
+            self._taps[label] = tap
+            while len(self._taps) > MAX_LOGS:
+                self._taps.pop(next(iter(self._taps)))
+        return tap
 
     def open(self, label: str, variant: str) -> StreamLog:
         """A fresh log for ``label`` (replacing an older one of the same label)."""
@@ -126,6 +140,10 @@ class Registry:
         with self._lock:
             items = list(self._logs.items()) if labels is None else [(k, self._logs.get(k)) for k in labels]
             streams = {k: (asdict(v) if v is not None else None) for k, v in items}
+            for k, v in streams.items():
+                tap = self._taps.get(k)
+                if v is not None and tap is not None:
+                    v["asgi"] = asdict(tap)
         return {"now": time.monotonic(), "pid": os.getpid(), "rss": rss_bytes(), "streams": streams}
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from .cases import CASES, Case, CaseContext, Fail, Result, ServerFault, Skip, Timing
 from .cases.base import FAULT_SERVER, FAULT_TARGET, observe_url
 from .clients import H1Error, H2Error
+from .clients.h3_errors import H3Error
 from .targets import DEFAULT_APP, TARGETS, Target, TargetUnavailable, start_target
 
 Progress = Callable[[Result], None]
@@ -116,7 +117,7 @@ def _attempt(case: Case, target: Target, timing: Timing) -> Result:
                 "skip",
                 f"did not finish within --max-duration {timing.max_duration:g} s ({exc}): not judged",
             )
-    except (H1Error, H2Error) as exc:
+    except (H1Error, H2Error, H3Error) as exc:
         result = Result(case.name, target.name, "fail", f"{type(exc).__name__}: {exc}", FAULT_SERVER)
     except Exception as exc:
         tb = traceback.format_exc(limit=3)

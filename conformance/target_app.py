@@ -43,6 +43,7 @@ from starlette.routing import Mount, Route
 
 from asgi_stream import Coalesce, PerToken, StreamMiddleware, TokenStream, current_cancel_token
 
+from .asgi_tap import AsgiTap
 from .hooks import Registry, StreamLog
 from .tokens import MULTILINE, UTF8_TEXT, UTF8_TOKENS, event_for, expected_tokens, token_text
 
@@ -268,6 +269,9 @@ def create_app(*, keepalive: float = 15.0, send_timeout: float = 30.0) -> Starle
     return application
 
 
-app = create_app()
+application = create_app()
+#: What the servers run: the app inside an AsgiTap, which records what the server's own
+#: receive() and send() did for each labelled request (``asgi`` in the hook logs).
+app = AsgiTap(application, registry.open_tap)
 #: Whether the demo app is mounted at /demo.
-DEMO_MOUNTED = any(isinstance(r, Mount) and r.path == "/demo" for r in app.routes)
+DEMO_MOUNTED = any(isinstance(r, Mount) and r.path == "/demo" for r in application.routes)

@@ -10,6 +10,7 @@ by name; :data:`TARGETS` lists the names.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import shutil
@@ -24,10 +25,13 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .clients import H1Client, H2Client
 from .metrics import ActiveMetric
+
+if TYPE_CHECKING:  # aioquic is imported only when HTTP/3 is used
+    from .clients.h3 import H3Client, QuicTLS
 
 DEFAULT_APP = "conformance.target_app:app"
 HOST = "127.0.0.1"
@@ -91,6 +95,9 @@ class Endpoint:
     host: str
     port: int
     tls: Callable[[], ssl.SSLContext] | None = None
+    #: HTTP/3: the UDP port QUIC listens on (None: no HTTP/3 here) and how to verify it.
+    quic_port: int | None = None
+    quic_tls: QuicTLS | None = None
 
     def h1(self, **kw: Any) -> H1Client:
         """A new HTTP/1.1 connection."""
@@ -100,13 +107,21 @@ class Endpoint:
         """A new HTTP/2 connection (h2c prior knowledge, or TLS + ALPN)."""
         return H2Client(self.host, self.port, tls=self.tls() if self.tls else None, **kw)
 
+    def h3(self, **kw: Any) -> H3Client:
+        """A new HTTP/3 connection (QUIC on ``quic_port``)."""
+        from .clients.h3 import H3Client
+
+        if self.quic_port is None:
+            raise TargetUnavailable(f"{self.host}:{self.port} has no HTTP/3 (QUIC) port")
+        return H3Client(self.host, self.quic_port, tls=self.quic_tls, **kw)
+
 
 @dataclass(slots=True)
 class Target:
     """A server under test, as the cases see it."""
 
     name: str
-    #: "h1" or "h2": the protocol the cases speak to it.
+    #: "h1", "h2" or "h3": the protocol the cases speak to it.
     protocol: str
     endpoint: Endpoint
     #: What runs behind it (for the report).
@@ -157,6 +172,10 @@ class Target:
             if entry is None:
                 entry = self._memo[key] = _Once()
         return entry.get(make)
+
+    def h3(self, **kw: Any) -> H3Client:
+        """A new HTTP/3 connection to the target."""
+        return self.endpoint.h3(**kw)
 
     def hook_streams(self, labels: list[str], timeout: float = 5.0) -> dict[str, Any]:
         """GET ``/_hooks/streams?label=…`` from the target app (over HTTP/1.1)."""
@@ -218,6 +237,14 @@ def listening_socket(host: str = HOST) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, 0))
     sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+def bound_udp_socket(host: str = HOST) -> socket.socket:
+    """A UDP socket bound to a free loopback port (inheritable), for a QUIC server."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((host, 0))
     sock.set_inheritable(True)
     return sock
 
@@ -357,10 +384,16 @@ def start_hypercorn(
     certs: Certs | None = None,
     name: str = "hypercorn",
     env: dict[str, str] | None = None,
+    quic: bool = False,
 ) -> tuple[ServerProcess, Endpoint]:
     """hypercorn on a free port: HTTP/1.1 and h2c prior knowledge on one socket, or
-    TLS with ALPN (h2, http/1.1) when ``certs`` are given."""
+    TLS with ALPN (h2, http/1.1) when ``certs`` are given; with ``quic`` (needs
+    ``certs``) also HTTP/3 on a bound UDP socket of its own (``--quic-bind``)."""
+    if quic and certs is None:
+        raise ValueError("HTTP/3 needs TLS: pass certs")
     sock = listening_socket()
+    udp = bound_udp_socket() if quic else None
+    fds = (sock.fileno(),) + ((udp.fileno(),) if udp is not None else ())
     try:
         argv = [
             sys.executable,
@@ -378,10 +411,19 @@ def start_hypercorn(
         ]
         if certs is not None:
             argv += ["--certfile", str(certs.cert_file), "--keyfile", str(certs.key_file)]
-        proc = _spawn(name, argv, workdir, pass_fds=(sock.fileno(),), env=env)
+        if udp is not None:
+            argv += ["--quic-bind", f"fd://{udp.fileno()}"]
+        proc = _spawn(name, argv, workdir, pass_fds=fds, env=env)
         endpoint = Endpoint(HOST, sock.getsockname()[1], certs.client_context if certs else None)
+        if udp is not None and certs is not None:
+            from .clients.h3 import QuicTLS
+
+            endpoint.quic_port = udp.getsockname()[1]
+            endpoint.quic_tls = QuicTLS(ca_file=certs.ca_file)
     finally:
         sock.close()
+        if udp is not None:
+            udp.close()
     return proc, endpoint
 
 
@@ -491,6 +533,24 @@ def _hypercorn_tls(workdir: Path, app: str, env: dict[str, str] | None) -> Targe
     return t
 
 
+def _hypercorn_h3(workdir: Path, app: str, env: dict[str, str] | None) -> Target:
+    if importlib.util.find_spec("aioquic") is None:
+        raise TargetUnavailable("the h3-hypercorn target needs aioquic (pip install 'hypercorn[h3]')")
+    certs = make_certs(workdir)
+    proc, ep = start_hypercorn(workdir, app, certs=certs, name="hypercorn-h3", env=env, quic=True)
+    t = Target(
+        "h3-hypercorn",
+        "h3",
+        ep,
+        "hypercorn (asyncio), HTTP/3 over QUIC (aioquic), TLS",
+        hooks=ep,
+        processes=[proc],
+        workdir=workdir,
+    )
+    wait_ready(proc, ep, "/_hooks/streams?label=-")
+    return t
+
+
 def _hypercorn_trio(workdir: Path, app: str, env: dict[str, str] | None) -> Target:
     proc, ep = start_hypercorn(workdir, app, worker="trio", name="hypercorn-trio", env=env)
     t = Target("h1-hypercorn-trio", "h1", ep, "hypercorn (trio worker)", hooks=ep, processes=[proc], workdir=workdir)
@@ -530,6 +590,7 @@ TARGETS: dict[str, Launcher] = {
     "h2-tls": _hypercorn_tls,
     "h1-hypercorn-trio": _hypercorn_trio,
     "nginx": _nginx,
+    "h3-hypercorn": _hypercorn_h3,
 }
 
 
@@ -582,6 +643,9 @@ def external_target(
     body: bytes = b"",
     headers: list[tuple[str, str]] | None = None,
     insecure: bool = False,
+    h3: bool = False,
+    h3_port: int | None = None,
+    cafile: str | None = None,
     read_timeout: float = 300.0,
     active_metric: ActiveMetric | None = None,
     behind_proxy: bool = False,
@@ -592,38 +656,76 @@ def external_target(
 
     ``read_timeout`` bounds one socket read (a stream may pause that long);
     ``active_metric`` is the gauge of running generations; ``behind_proxy`` says a
-    reverse proxy is in front even if its headers do not show it."""
+    reverse proxy is in front even if its headers do not show it. With ``h3`` the
+    cases speak HTTP/3 (https:// only) to UDP ``h3_port``; without one, the port the
+    endpoint advertises in ``Alt-Svc`` (``h3=":PORT"``, asked with one HEAD over TLS),
+    else the URL's port. ``cafile`` verifies the server with that CA (every protocol);
+    ``insecure`` does not verify it."""
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"--url must be an http:// or https:// URL, got {url!r}")
+    if h3 and parts.scheme != "https":
+        raise ValueError(f"HTTP/3 runs over QUIC, which needs TLS: --h3 takes an https:// URL, got {url!r}")
+    if h3 and h2:
+        raise ValueError("--h2 and --h3 exclude each other")
     port = parts.port or (443 if parts.scheme == "https" else 80)
     tls: Callable[[], ssl.SSLContext] | None = None
     if parts.scheme == "https":
 
         def tls() -> ssl.SSLContext:
-            ctx = ssl.create_default_context()
+            ctx = ssl.create_default_context(cafile=cafile)
             if insecure:
                 ctx.check_hostname = False
                 ctx.verify_mode = ssl.CERT_NONE
             return ctx
 
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    protocol = "h2" if h2 else "h1"
-    name = name or f"{'h2' if h2 else 'h1'}-url"
+    protocol = "h3" if h3 else "h2" if h2 else "h1"
+    endpoint = Endpoint(parts.hostname, port, tls)
+    notes: list[str] = []
+    if h3:
+        from .clients.h3 import QuicTLS
+
+        endpoint.quic_tls = QuicTLS(ca_file=Path(cafile) if cafile else None, insecure=insecure)
+        if h3_port is None:
+            h3_port = advertised_h3_port(endpoint, path)
+            notes.append(f"QUIC port {h3_port} from Alt-Svc" if h3_port else f"QUIC port {port} (the URL's)")
+        endpoint.quic_port = h3_port or port
+    name = name or f"{protocol}-url"
     return Target(
         name,
         protocol,
-        Endpoint(parts.hostname, port, tls),
+        endpoint,
         f"external {url}",
         app_endpoints=False,
         path=path,
         method=method,
         body=body,
         extra_headers=list(headers or []),
+        notes=notes,
         read_timeout=read_timeout,
         active_metric=active_metric,
         behind_proxy=behind_proxy,
         concurrency=concurrency,
     )
+
+
+def advertised_h3_port(endpoint: Endpoint, path: str, timeout: float = 5.0) -> int | None:
+    """The UDP port an HTTPS endpoint advertises for HTTP/3 on the same host
+    (``Alt-Svc: h3=":PORT"``), from one HEAD request; None if it advertises none or
+    cannot be asked."""
+    import re
+
+    try:
+        with endpoint.h1(timeout=timeout) as c:
+            c.request("HEAD", path)
+            resp = c.read_response(deadline=time.monotonic() + timeout)
+    except Exception:
+        return None
+    for value in resp.header_all(b"alt-svc"):
+        match = re.search(rb'(?:^|[\s,])h3=":(\d+)"', value)
+        if match:
+            return int(match.group(1))
+    return None

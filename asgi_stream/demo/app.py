@@ -50,6 +50,7 @@ from .schemas import (
     parse_generate,
     read_json_object,
 )
+from .seams import SplitSends
 
 logger = logging.getLogger("asgi_stream.demo")
 
@@ -401,6 +402,15 @@ def create_app(model: ModelSource = models.SMOLLM2, **options: Any) -> Starlette
     async def stats(request: Request) -> Response:
         return JSONResponse(service.stats())
 
+    async def stats_one(request: Request) -> Response:
+        wanted = request.path_params["id"]
+        for entry in service.metrics.recent():
+            if entry["id"] == wanted:
+                return JSONResponse(entry)
+        return JSONResponse(
+            error_payload(f"No recent request {wanted}.", type="not_found_error", param="id"), status_code=404
+        )
+
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok", "model": service.engine.name})
 
@@ -424,6 +434,7 @@ def create_app(model: ModelSource = models.SMOLLM2, **options: Any) -> Starlette
         Route("/generate", generate, methods=["POST"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/stats", stats, methods=["GET"]),
+        Route("/stats/{id:int}", stats_one, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
     ]
     app = Starlette(
@@ -439,6 +450,7 @@ def create_app(model: ModelSource = models.SMOLLM2, **options: Any) -> Starlette
         max_buffer=settings.max_buffer,
         error_payload=_stream_error,
     )
+    app.add_middleware(SplitSends)  # outside StreamMiddleware: it moves read boundaries only
     app.state.service = service
     app.state.settings = settings
     return app

@@ -232,7 +232,7 @@ class BatchBackend:
         model = self.loaded.model
         tokenizer = self.loaded.tokenizer
         pad = getattr(tokenizer, "pad_token_id", None)
-        generation = GenerationConfig(
+        generation = GenerationConfig(  # type: ignore[no-untyped-call]
             do_sample=False,  # each request's own sampling is done by the RequestSampler
             max_new_tokens=256,
             eos_token_id=sorted(self._eos) if self._eos else -1,

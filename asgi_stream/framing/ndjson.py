@@ -2,7 +2,10 @@
 
 ``str`` tokens become JSON strings, JSON values are encoded as they are, an
 :class:`Event` becomes ``{"event": ..., "id": ..., "data": ...}`` (fields that are set).
-Non-ASCII is kept as UTF-8. Comments and ``retry`` have no NDJSON form and are skipped.
+Non-ASCII is kept as UTF-8, except U+0085, U+2028 and U+2029: legal raw inside a JSON
+string, they are line breaks to ``str.splitlines``, httpx's ``iter_lines`` and other line
+splitters, so they go out escaped (``\\u2028``) and every line stays one line for every
+client. Comments and ``retry`` have no NDJSON form and are skipped.
 """
 
 from __future__ import annotations
@@ -14,6 +17,18 @@ from ._common import Utf8Joiner, decode_whole, encode_utf8, is_json_value, to_js
 
 MEDIA_TYPE = "application/x-ndjson"
 JSONL_MEDIA_TYPE = "application/jsonl"
+
+#: Line breaks for ``str.splitlines`` that JSON leaves raw (it escapes only U+0000-U+001F).
+_SEPARATORS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
+def ndjson_line(text: str) -> bytes:
+    """One NDJSON line for an encoded JSON text: U+0085, U+2028 and U+2029 escaped (they
+    occur only inside JSON strings, where the escape means the same character), ``\\n``
+    appended, UTF-8. An ASCII text is one C-speed check."""
+    if not text.isascii() and ("\u2028" in text or "\u2029" in text or "\x85" in text):
+        text = text.translate(_SEPARATORS)
+    return encode_utf8(text + "\n")
 
 
 class NDJSONFramer:
@@ -34,7 +49,7 @@ class NDJSONFramer:
         if type(token) is str:
             if not token:
                 return b""
-            return encode_utf8(to_json(token) + "\n")
+            return ndjson_line(to_json(token))
         if isinstance(token, Event):
             return self._event(token)
         if isinstance(token, (bytes, bytearray, memoryview)):
@@ -44,7 +59,7 @@ class NDJSONFramer:
         if isinstance(token, str):
             return self.frame(str(token))
         if is_json_value(token):
-            return encode_utf8(to_json(token) + "\n")
+            return ndjson_line(to_json(token))
         raise unsupported(token)
 
     @staticmethod
@@ -63,7 +78,7 @@ class NDJSONFramer:
             obj["data"] = data
         if not obj:
             return b""
-        return encode_utf8(to_json(obj) + "\n")
+        return ndjson_line(to_json(obj))
 
     def finish(self) -> bytes:
         """Checks that no UTF-8 character was left incomplete."""
@@ -73,4 +88,4 @@ class NDJSONFramer:
 
     def error(self, payload: dict[str, Any]) -> bytes:
         """The error line, ``{"error": {...}}``."""
-        return encode_utf8(to_json(payload) + "\n")
+        return ndjson_line(to_json(payload))

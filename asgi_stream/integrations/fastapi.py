@@ -114,31 +114,39 @@ class ThreadIterator(AsyncIterator[T]):
 class _RequestStreams:
     """The streaming bodies of one request, closed when FastAPI's request stack unwinds."""
 
-    __slots__ = ("close_timeout", "items", "name", "scope")
+    __slots__ = ("close_timeout", "items", "scope")
 
     def __init__(self, scope: dict[str, Any], stack: AsyncExitStack) -> None:
         self.scope = scope
         config = getattr(scope.get(CTX_KEY), "config", None)
         timeout = getattr(config, "close_timeout", DEFAULT_CLOSE_TIMEOUT)
         self.close_timeout: float = timeout if isinstance(timeout, int | float) else DEFAULT_CLOSE_TIMEOUT
-        self.name = endpoint_name(scope)
         self.items: list[Any] = []
         stack.push_async_callback(self.close)
 
+    @property
+    def name(self) -> str:
+        """The endpoint, for thread names and logs."""
+        return endpoint_name(self.scope)
+
     async def close(self) -> None:
+        # What is still open: sync generators' iterators (closing a finished one costs
+        # nothing), and the path operation's async generator if FastAPI left it suspended
+        # at a yield (its consumer was cancelled while sending). A running one is closed
+        # by its own cancellation.
+        pending = [i for i in self.items if isinstance(i, ThreadIterator) or (i.ag_frame and not i.ag_running)]
+        if not pending:
+            return
         with anyio.CancelScope(shield=True):
-            for item in self.items:
+            for item in pending:
                 if isinstance(item, ThreadIterator):
                     await item.aclose()
-                elif item.ag_frame is not None and not item.ag_running:
-                    # The path operation's async generator, left suspended at a yield by
-                    # FastAPI (its consumer was cancelled while sending): close it now, not
-                    # at garbage collection. A running one is closed by its own cancellation.
-                    try:
-                        with anyio.move_on_after(self.close_timeout):
-                            await item.aclose()
-                    except Exception:
-                        logger.exception("asgi_stream: closing the generator of %s raised", self.name)
+                    continue
+                try:
+                    with anyio.move_on_after(self.close_timeout):
+                        await item.aclose()
+                except Exception:
+                    logger.exception("asgi_stream: closing the generator of %s raised", self.name)
 
 
 def _path_operation_generator(frame: FrameType, scope: dict[str, Any]) -> Any:
@@ -146,12 +154,14 @@ def _path_operation_generator(frame: FrameType, scope: dict[str, Any]) -> Any:
     FastAPI's request handler (the frame building the response): the one whose code is
     the endpoint's. None when there is no such local (another FastAPI layout)."""
     endpoint = scope.get("endpoint")
-    try:
-        code = inspect.unwrap(endpoint).__code__ if endpoint is not None else None
-    except (AttributeError, ValueError):
+    if endpoint is None:
         return None
-    if code is None:
-        return None
+    code = getattr(endpoint, "__code__", None)
+    if code is None or hasattr(endpoint, "__wrapped__"):
+        try:
+            code = inspect.unwrap(endpoint).__code__
+        except (AttributeError, ValueError):
+            return None
     for value in frame.f_locals.values():
         if getattr(value, "ag_code", None) is code or getattr(value, "gi_code", None) is code:
             return value

@@ -30,7 +30,7 @@ from .store import Writer
 logger = logging.getLogger("asgi_stream")
 
 #: Yield to the event loop at least every this many events, so a generator that never
-#: awaits can neither starve the loop nor outrun its consumers past the store's bounds.
+#: awaits cannot starve the loop (the store holds it back while a consumer is behind).
 _YIELD_MASK = 255
 
 INTERRUPTED = {"error": {"type": "interrupted", "message": "The stream was cancelled before it completed."}}
@@ -157,6 +157,7 @@ class Producer:
         frame = self.framer.frame
         anext = self.source.next
         checkpoint = anyio.lowlevel.checkpoint
+        wait_room = self.writer.wait_room
         rec = self.record
         while True:
             try:
@@ -169,15 +170,18 @@ class Producer:
                     rec.first_token_at = time.monotonic()
                 rec.events += 1
                 rec.bytes += len(data)
-                self._append(data)
-                if not rec.events & _YIELD_MASK:
+                if self._append(data):  # an attached consumer is a whole window behind
+                    await wait_room()
+                elif not rec.events & _YIELD_MASK:
                     await checkpoint()
         tail = self.framer.finish()
         if self.end is not None:
             tail += self.framer.frame(self.end)
         self._append(tail)
 
-    def _append(self, data: bytes | None) -> None:
-        if data:
-            self.seq += 1
-            self.writer.append(self.seq, data)
+    def _append(self, data: bytes | None) -> bool:
+        """Store one event; True when the producer should wait for room."""
+        if not data:
+            return False
+        self.seq += 1
+        return self.writer.append(self.seq, data)

@@ -78,6 +78,8 @@ class RedisStore(ReplayStore):
             seconds, packing the events produced meanwhile into one entry: the most
             a tail on another worker lags behind the producer (plus a round trip).
         max_streams: streams kept in the producing worker's memory.
+        max_total_bytes: bytes of events kept in the producing worker's memory, all
+            streams together (as :class:`MemoryStore`'s).
     """
 
     def __init__(
@@ -92,6 +94,7 @@ class RedisStore(ReplayStore):
         finish_retry: float = 30.0,
         flush_interval: float = 0.02,
         max_streams: int = 10_000,
+        max_total_bytes: int = 256 << 20,
     ) -> None:
         for name, value in (("timeout", timeout), ("heartbeat", heartbeat), ("patience", patience)):
             if not (isinstance(value, (int, float)) and value > 0):
@@ -122,7 +125,8 @@ class RedisStore(ReplayStore):
             self._owns_client = False
         else:
             raise TypeError(f"RedisStore needs a redis:// URL or a redis.asyncio.Redis client, got {url_or_client!r}")
-        self.local = MemoryStore(self.limits, max_streams=max_streams)
+        self.local = MemoryStore(self.limits, max_streams=max_streams, max_total_bytes=max_total_bytes)
+        self.local._keep_evicted = True  # the writer copies an evicted stream's newest events on
         self._down_until = 0.0
         self._failures = 0
         self._last_error = ""
@@ -194,7 +198,8 @@ class RedisStore(ReplayStore):
         return self._read_remote(stream_id, after)
 
     async def aclose(self) -> None:
-        """Close the client if the store made it."""
+        """Stop the memory's expiry task; close the client if the store made it."""
+        await self.local.aclose()
         if self._owns_client:
             await self.redis.aclose()
 
@@ -299,15 +304,20 @@ class RedisWriter(Writer):
         """The seq of the newest event appended."""
         return self.local.last_seq
 
-    def append(self, seq: int, data: bytes) -> None:
+    def append(self, seq: int, data: bytes) -> bool:
         """Into memory now (local consumers see it at once); Redis on the next round trip.
 
         The first event after a round trip wakes :meth:`run`; until run takes the
         batch, ``append`` is the memory writer's own (no cost beyond memory's).
         """
-        self.local.append(seq, data)
+        full = self.local.append(seq, data)
         self.append = self.local.append  # type: ignore[method-assign]
         self._wake.set()
+        return full
+
+    async def wait_room(self) -> None:
+        """The producing worker's memory holds the stream back for its local consumers."""
+        await self.local.wait_room()
 
     def _poke(self) -> None:
         """Make :meth:`run` go round again at once."""
@@ -539,10 +549,13 @@ def _entries(reply: Any) -> list[tuple[bytes, dict[bytes, bytes]]]:
     """The entries of a one-stream XREAD reply (RESP2 list or RESP3 map; empty if none)."""
     if not reply:
         return []
+    entries: list[tuple[bytes, dict[bytes, bytes]]]
     if isinstance(reply, dict):
         (value,) = reply.values()
-        return value[0] if value and isinstance(value[0], list) else value
-    return reply[0][1]
+        entries = value[0] if value and isinstance(value[0], list) else value
+    else:
+        entries = reply[0][1]
+    return entries
 
 
 def decode_meta(raw: dict[bytes, bytes]) -> StreamMeta | None:

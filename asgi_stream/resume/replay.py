@@ -106,10 +106,10 @@ def _consumer(
     )
     source = store.read(stream_id, after)
     if resumed:
-        source = _unless_over(source, lambda: pump.started)
+        source = _UnlessOver(source, lambda: pump.started)
     pump = TokenPump(
         source=source,
-        framer=ReplayFramer(framer, stream_id),  # type: ignore[arg-type]
+        framer=ReplayFramer(framer, stream_id),
         config=config.merged(on_start=None, on_end=None, on_cancel=None),
         record=record,
         token=CancelToken(),
@@ -121,20 +121,36 @@ def _consumer(
     return pump
 
 
-async def _unless_over(
-    source: AsyncIterator[tuple[int, bytes]], started: Callable[[], bool]
-) -> AsyncIterator[tuple[int, bytes]]:
+class _UnlessOver:
     """The events after a resume cursor; StreamNotFound (→ 204) when the stream ended
-    with nothing after it, so a client that reconnects after the end stops there."""
-    empty = True
-    try:
-        async for item in source:
-            empty = False
-            yield item
-        if empty and not started():
-            raise StreamNotFound("the stream is over: nothing after the cursor")
-    finally:
-        aclose = getattr(source, "aclose", None)
+    with nothing after it, so a client that reconnects after the end stops there.
+
+    A plain async iterator, not a generator: closing it closes the store's reader even
+    if it was never read from (the reader is attached from its creation)."""
+
+    __slots__ = ("_empty", "_source", "_started")
+
+    def __init__(self, source: AsyncIterator[tuple[int, bytes]], started: Callable[[], bool]) -> None:
+        self._source = source
+        self._started = started
+        self._empty = True
+
+    def __aiter__(self) -> _UnlessOver:
+        return self
+
+    async def __anext__(self) -> tuple[int, bytes]:
+        try:
+            item = await self._source.__anext__()
+        except StopAsyncIteration:
+            if self._empty and not self._started():
+                raise StreamNotFound("the stream is over: nothing after the cursor") from None
+            raise
+        self._empty = False
+        return item
+
+    async def aclose(self) -> None:
+        """Close the store's reader."""
+        aclose = getattr(self._source, "aclose", None)
         if aclose is not None:
             await aclose()
 

@@ -4,6 +4,8 @@ A stream is written by exactly one producer (the worker running its generator) a
 read by any number of consumers, on any worker that reaches the same store. Events are
 framed bytes keyed by a sequence number starting at 1. Every store is bounded: events
 and bytes kept per stream (oldest dropped first) and a TTL once the stream finished.
+An event an attached consumer has not read yet is never dropped: the producer waits
+for it instead (backpressure), so only a stream nobody is reading loses its oldest events.
 """
 
 from __future__ import annotations
@@ -75,8 +77,15 @@ class Writer(abc.ABC):
     """The producer's handle on one stream."""
 
     @abc.abstractmethod
-    def append(self, seq: int, data: bytes) -> None:
-        """Add event ``seq`` (never blocks; remote stores batch writes)."""
+    def append(self, seq: int, data: bytes) -> bool:
+        """Add event ``seq`` (never blocks; remote stores batch writes). True when the
+        stream is over its bounds with events an attached consumer has not read yet
+        (they are kept): the producer awaits :meth:`wait_room` before the next event."""
+
+    async def wait_room(self) -> None:
+        """Return once the stream is back within its bounds (the attached consumers read
+        on, or left). Stores that never hold the producer back return at once."""
+        return None
 
     @abc.abstractmethod
     async def run(self) -> None:

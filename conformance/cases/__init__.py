@@ -50,7 +50,7 @@ def case(
 
 # Registration order is report order.
 # isort: off
-from . import common, http1, http2, proxy as _proxy, demo  # noqa: E402,F401
+from . import common, http1, http2, http3, proxy as _proxy, demo  # noqa: E402,F401
 # isort: on
 
 __all__ = ["CASES", "Case", "CaseContext", "Fail", "Result", "ServerFault", "Skip", "Timing", "case"]

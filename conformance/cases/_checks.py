@@ -41,7 +41,7 @@ def events_by_chunk(obs: Observed) -> tuple[SSEParser, list[tuple[int, int]]]:
 
 def require_one_event_per_chunk(ctx: CaseContext, obs: Observed, counts: list[tuple[int, int]]) -> None:
     """Every chunk carries exactly one event (or only comments)."""
-    unit = "DATA frame" if obs.protocol == "h2" else "chunk"
+    unit = obs.unit
     for i, (events, comments) in enumerate(counts):
         if events > 1:
             raise Fail(

@@ -5,7 +5,7 @@ its evidence on success, raises :class:`Fail` (with evidence, and whose fault it
 is) or :class:`Skip`. :class:`CaseContext` gives it the target, the timing knobs,
 unique labels and access to the server-side hooks; :func:`fetch` makes one
 request over the target's protocol and returns an :class:`Observed` response that
-looks the same for HTTP/1.1 and HTTP/2.
+looks the same for HTTP/1.1, HTTP/2 and HTTP/3.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import uuid
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from ..clients import Chunk, H1Response, H2Stream
@@ -25,6 +25,9 @@ from ..ndjson import NDJSONParser
 from ..sse import SSEParser
 from ..targets import Target
 from ..timeline import Timeline
+
+if TYPE_CHECKING:  # aioquic is imported only when HTTP/3 is used
+    from ..clients.h3 import H3Stream
 
 SSE = "text/event-stream"
 NDJSON = "application/x-ndjson"
@@ -140,7 +143,7 @@ class Case:
     name: str
     title: str
     run: Callable[[CaseContext], str]
-    #: Protocols it applies to ("h1", "h2").
+    #: Protocols it applies to ("h1", "h2", "h3").
     protocols: frozenset[str]
     #: Needs the suite's target app endpoints (not available with --url).
     needs_app: bool = False
@@ -273,7 +276,7 @@ class Observed:
     protocol: str
     status: int | None
     headers: list[tuple[bytes, bytes]]
-    #: Body pieces as they came off the wire (h1 chunks / h2 non-empty DATA frames).
+    #: Body pieces as they came off the wire (h1 chunks / h2, h3 non-empty DATA frames).
     chunks: list[Chunk]
     #: The same pieces after Content-Encoding decoding (empty ones dropped).
     decoded: list[Chunk]
@@ -281,7 +284,7 @@ class Observed:
     t_request: float
     t_headers: float | None
     t_end: float | None
-    raw: H1Response | H2Stream
+    raw: H1Response | H2Stream | H3Stream
     decode_error: str | None = None
     #: Observation stopped at the deadline (``--max-duration``) before the stream ended.
     cut: bool = False
@@ -290,6 +293,11 @@ class Observed:
     #: When observation stopped (monotonic), the end of the stream or the deadline.
     t_stop: float | None = None
     _parsed: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def unit(self) -> str:
+        """What one body piece is on this protocol, for evidence."""
+        return "chunk" if self.protocol == "h1" else "DATA frame"
 
     def header(self, name: str) -> str | None:
         """First value of a header, as text (lower-case name)."""
@@ -474,6 +482,27 @@ def observe_h2(stream: H2Stream) -> Observed:
     )
 
 
+def observe_h3(stream: H3Stream) -> Observed:
+    """An :class:`Observed` from an HTTP/3 request stream."""
+    enc = stream.header(b"content-encoding")
+    chunks = stream.chunks
+    decoded, err = decode_chunks(chunks, enc.decode("latin-1") if enc else None)
+    complete = stream.ended and stream.reset_by_server is None
+    return Observed(
+        "h3",
+        stream.status,
+        stream.headers,
+        chunks,
+        decoded,
+        complete,
+        stream.t_request,
+        stream.t_headers,
+        stream.t_end,
+        stream,
+        err,
+    )
+
+
 #: A response is read for at most this many bytes (an endless fast stream stays judgeable).
 MAX_BODY = 32 * 1024 * 1024
 
@@ -523,8 +552,25 @@ def _fetch_h2(
         return obs
 
 
-#: How :func:`fetch` makes one request, per protocol ("h1", "h2"; a transport adds its own).
-FETCHERS: dict[str, Fetcher] = {"h1": _fetch_h1, "h2": _fetch_h2}
+def _fetch_h3(
+    ctx: CaseContext, method: str, path: str, headers: list[tuple[str, str]], body: bytes, timeout: float
+) -> Observed:
+    with ctx.target.h3(timeout=max(timeout, 1.0)) as c:
+        st = c.request(method, path, headers=headers, body=body)
+        c.run_until(lambda: st.closed or st.received > MAX_BODY, timeout=timeout)
+        done = st.closed
+        obs = observe_h3(st)
+        obs.t_stop = time.monotonic()
+        if not done:
+            if not ctx.external:
+                raise Fail(f"HTTP/3 stream not closed after {timeout:.0f} s ({len(st.frames)} DATA frames so far)")
+            obs.cut = True
+            obs.cut_reason = _cut_reason(st.received, timeout)
+        return obs
+
+
+#: How :func:`fetch` makes one request, per protocol ("h1", "h2", "h3"; a transport adds its own).
+FETCHERS: dict[str, Fetcher] = {"h1": _fetch_h1, "h2": _fetch_h2, "h3": _fetch_h3}
 
 
 def fetch(

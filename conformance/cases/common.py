@@ -166,7 +166,7 @@ def _per_token(ctx: CaseContext, mode: str) -> str:
     n = ctx.timing.tokens
     obs = fetch(ctx, ctx.path(**_stream_kw(ctx, mode=mode, label=label)), SSE)
     parser, counts = events_by_chunk(obs)
-    unit = "DATA frame" if obs.protocol == "h2" else "chunk"
+    unit = obs.unit
     require_sse_tokens(obs, parser, expected_tokens(n))
     require_one_event_per_chunk(ctx, obs, counts)
     if ctx.target.hooks is None:
@@ -384,7 +384,7 @@ def keepalive(ctx: CaseContext) -> str:
     require(not during, f"{len(during)} keepalive comments while tokens flowed every {t.iv * 1000:.0f} ms")
     mixed = [i for i, (e, c) in enumerate(counts) if c and e]
     require(not mixed, f"chunks {mixed} mixed keepalive comments and events")
-    unit = "DATA frames" if obs.protocol == "h2" else "chunks"
+    unit = obs.unit + "s"
     gaps = [b.t - a.t for a, b in zip(before, before[1:])]  # type: ignore[operator]
     return (
         f"{len(before)} keepalive comments in their own {unit} during {idle:.1f} s idle, first at "
@@ -408,6 +408,10 @@ def client_close_cancel(ctx: CaseContext) -> str:
     labels = {"async": ctx.label("async"), "sync": ctx.label("sync")}
     paths = {m: ctx.path(n=n, interval=f"{ctx.timing.iv:.3f}", mode=m, label=lab) for m, lab in labels.items()}
     deadline = time.monotonic() + ctx.timing.request_timeout
+    if ctx.target.protocol == "h3":
+        from .http3 import close_connection_cancel
+
+        return close_connection_cancel(ctx, labels, paths)
     if ctx.target.protocol == "h2":
         with ctx.target.h2() as c:
             streams = [c.request("GET", p, headers=ctx.headers(SSE)) for p in paths.values()]

@@ -15,6 +15,8 @@ without StreamMiddleware, and with the flaws named in ``CONFORMANCE_FLAWS``
 ``sse-no-terminator`` the last SSE event lacks its blank line
 ``bad-json``          NDJSON lines are raw text, not JSON
 ``single-worker``     one stream at a time in the whole process (the others wait, headers sent)
+``swallow-send-errors`` ignore any exception a ``send()`` raises and keep streaming
+``leak-on-send-error`` when a ``send()`` raises: close the generator, then never return
 
 A request's ``X-Conformance-Flaws`` header adds flaws for that request, so one server
 serves every flaw set. ``/metrics`` serves the gauge of running generators.
@@ -29,11 +31,13 @@ import json
 import os
 import time
 from collections.abc import AsyncIterator
+from contextvars import ContextVar
 from typing import Any
 from urllib.parse import parse_qs
 
 import anyio
 
+from conformance.asgi_tap import AsgiTap
 from conformance.hooks import Registry, StreamLog
 from conformance.tokens import UTF8_TOKENS, event_for, token_text
 
@@ -132,17 +136,33 @@ async def _utf8(log: StreamLog, interval: float) -> AsyncIterator[Any]:
         log.finished(reason, None)
 
 
+#: The flaws of the request being served (for the send-error flaws, deep in the loop).
+_request_flaws: ContextVar[frozenset[str]] = ContextVar("request_flaws", default=frozenset(FLAWS))
+
+
+class _SendFailed(Exception):
+    """A send raised (``leak-on-send-error``)."""
+
+
 async def _send_safely(send: Any, message: dict[str, Any]) -> None:
     try:
         await send(message)
     except OSError:
         pass
+    except Exception:
+        flaws = _request_flaws.get()
+        if "swallow-send-errors" in flaws:
+            return
+        if "leak-on-send-error" in flaws:
+            raise _SendFailed from None
+        raise
 
 
 async def stream(scope: Scope, receive: Any, send: Any) -> None:
     """The flawed streaming endpoint."""
     global _single_worker
     flaws = flaws_of(scope)
+    _request_flaws.set(frozenset(flaws))
     q = parse_qs(scope.get("query_string", b"").decode())
     label = q.get("label", [f"anon-{time.monotonic()}"])[0]
     log = registry.open(label, "broken")
@@ -194,6 +214,9 @@ async def stream(scope: Scope, receive: Any, send: Any) -> None:
             await _single_worker.acquire()
         try:
             await _serve_tokens(source, frame, send, hold_last)
+        except _SendFailed:  # leak-on-send-error
+            await source.aclose()
+            await anyio.sleep_forever()
         finally:
             if "single-worker" in flaws and _single_worker is not None:
                 _single_worker.release()
@@ -247,7 +270,7 @@ async def _unbounded(source: AsyncIterator[Any], frame: Any, send: Any, log: Str
                 await anyio.sleep(0)
 
 
-async def app(scope: Scope, receive: Any, send: Any) -> None:
+async def _app(scope: Scope, receive: Any, send: Any) -> None:
     """The raw ASGI entry point."""
     if scope["type"] == "lifespan":
         while True:
@@ -274,3 +297,7 @@ async def app(scope: Scope, receive: Any, send: Any) -> None:
         return
     await send({"type": "http.response.start", "status": 404, "headers": [(b"content-type", b"text/plain")]})
     await send({"type": "http.response.body", "body": b"not found\n"})
+
+
+#: What the servers run: inside the suite's AsgiTap, like the target app.
+app = AsgiTap(_app, registry.open_tap)

@@ -32,6 +32,11 @@ SPECS: dict[str, tuple[str, str, bool]] = {
     "broken-h1": ("h1-uvicorn", "broken_app:app", True),
     "broken-h2": ("h2-hypercorn", "broken_app:app", True),
     "broken-nginx": ("nginx", "broken_app:app", True),
+    "broken-h3": ("h3-hypercorn", "broken_app:app", True),
+    # hypercorn with its HTTP/3 disconnect reporting repaired (test_h3.py), serving the
+    # suite's app and the broken one.
+    "fixed-h3": ("h3-hypercorn", "h3_fixed_app:app", True),
+    "fixed-broken-h3": ("h3-hypercorn", "h3_fixed_app:broken", True),
 }
 
 

@@ -19,7 +19,15 @@ from conformance.targets import TARGETS, Target, TargetUnavailable, external_tar
 from .conftest import Servers
 
 #: Faults of the servers themselves that the suite diagnoses (see docs/conformance.md).
-KNOWN_SERVER_FAULTS = {("h1-slow-reader", "h1-hypercorn-trio")}
+KNOWN_SERVER_FAULTS = {
+    ("h1-slow-reader", "h1-hypercorn-trio"),
+    # hypercorn's HTTP/3 never reports a client's cancel to the app (test_h3.py).
+    ("client-close-cancel", "h3-hypercorn"),
+    ("h3-stream-cancel", "h3-hypercorn"),
+}
+#: Cases that pass only against a server none of the built-in targets is (test_h3.py
+#: shows them passing against hypercorn with its HTTP/3 disconnects repaired).
+PASS_ELSEWHERE = {"h3-stream-cancel"}
 
 
 def test_full_suite_passes_on_every_target(servers: Servers, capsys: pytest.CaptureFixture[str]) -> None:
@@ -40,6 +48,7 @@ def test_full_suite_passes_on_every_target(servers: Servers, capsys: pytest.Capt
     passed = {r.case for r in suite.results if r.status == "pass"}
     demo = {"demo-generate", "demo-openai-chat"}
     must = set(CASES) - (demo if not any(r.case in demo and r.status == "pass" for r in suite.results) else set())
+    must -= PASS_ELSEWHERE
     if find_nginx() is None:
         must -= {"proxy-paced", "proxy-contrast"}
     assert must <= passed, f"cases that passed nowhere: {must - passed}"

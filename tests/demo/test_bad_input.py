@@ -205,10 +205,24 @@ def test_neutral_values_are_accepted(base: str, path: str, fields: dict[str, Any
     assert response.json()["usage"]["completion_tokens"] == 3
 
 
+@pytest.fixture(scope="module")
+def thread_base(tiny: Any) -> Any:
+    """The app on the one-thread engine path (``model.generate``'s own sampling)."""
+    from asgi_stream.demo import create_app
+    from tests.support.servers import serve
+
+    app = create_app(tiny, limits=LIMITS, batching=None)
+    with serve(app, "uvicorn", lifespan="on") as running:
+        yield running.url
+    app.state.service.engine.close()
+
+
 @pytest.mark.parametrize("temperature", [1e-38, 5e-324, 1e-300, 1e-6, 1e-5 * 1.5, 2.0])
-def test_tiny_temperatures_generate(base: str, temperature: float) -> None:
+@pytest.mark.parametrize("engine", ["batching", "thread"])
+def test_tiny_temperatures_generate(engine: str, temperature: float, request: Any) -> None:
     """Temperatures whose division overflows the logits (NaN probabilities) sample
-    greedily, as temperature 0 does; the rest sample as asked."""
+    greedily, as temperature 0 does; the rest sample as asked. On both engine paths."""
+    base = request.getfixturevalue("base" if engine == "batching" else "thread_base")
     body = {"prompt": "hi", "max_tokens": 8, "temperature": temperature, "seed": 1}
     for stream in (False, True):
         response = httpx.post(base + COMP, json={**body, "stream": stream}, timeout=30)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -192,3 +193,123 @@ def test_page_sse_parser_follows_the_spec_for_every_split(page: Any, tiny: Any, 
     import json
 
     assert [json.loads(r) for r in results] == [EXPECTED]  # the same events, however split
+
+
+SPLIT_CHARS = {"—", "é", "ï", "日", "🙂"}  # the first multi-byte character of each paced token that has one
+
+
+def _rows(page: Any) -> list[dict[str, Any]]:
+    return page.evaluate(
+        """() => [...document.querySelectorAll('#chunks li.chunk')].map((li) => ({
+            bytes: +li.dataset.bytes, events: +li.dataset.events, held: li.dataset.held ? +li.dataset.held : 0,
+            split: li.classList.contains('split'), continues: li.classList.contains('continues'),
+            splitMark: li.querySelector('mark.split-char')?.textContent ?? null,
+            joined: li.querySelector('mark.joined-char')?.textContent ?? null,
+            midEvent: li.querySelector('.meta').textContent.includes('mid-event'),
+            boundaries: li.querySelectorAll('.event-end').length,
+        }))"""
+    )
+
+
+def test_the_page_shows_reads_events_and_split_characters(page: Any, tiny: Any, server: Any, make_app: Any) -> None:
+    """With "split sends" the server cuts every send inside its first multi-byte
+    character: the page lists each read, marks the read that ended mid-character
+    (the bytes the decoder held) and the one that completed it, and still shows the
+    exact text; the plot has a point per gap."""
+    _, base = _mounted(tiny, server, make_app, paced=True, paced_interval=0.05)
+    page.goto(base + "/")
+    page.wait_for_function("document.getElementById('model').textContent === 'paced'")
+    page.fill("#max-tokens", "20")
+    page.check("#split")
+    page.click("#send")
+    page.wait_for_function("document.getElementById('status').textContent === 'done'")
+    expected = "".join(PACED_TOKENS[i % len(PACED_TOKENS)] for i in range(20))
+    assert page.text_content("#output") == expected  # the streaming decoder lost nothing
+
+    rows = _rows(page)
+    assert len(rows) == int(page.text_content("#chunk-count"))
+    assert sum(r["events"] for r in rows) == int(page.text_content("#event-count"))
+    assert sum(r["boundaries"] for r in rows) == int(page.text_content("#event-count"))
+    splits = [i for i, r in enumerate(rows) if r["split"]]
+    # Tokens 9-13 (" —", " café", " naïve", " 日本語", " 🙂") each carry a multi-byte character.
+    assert len(splits) >= 5 and int(page.text_content("#split-count")) == len(splits)
+    for i in splits:
+        row, after = rows[i], rows[i + 1]
+        assert row["held"] == 1 and re.fullmatch(r"⟨[0-9a-f]{2}⟩", row["splitMark"])  # one byte held back
+        assert row["midEvent"]  # the cut is inside an event too
+        assert after["continues"] and after["joined"] in SPLIT_CHARS
+    assert {rows[i + 1]["joined"] for i in splits} == SPLIT_CHARS
+    # A read that did not end inside a character is not marked.
+    assert all(not r["held"] for i, r in enumerate(rows) if i not in splits)
+
+    assert page.get_attribute("#plot", "data-points") == "19"  # 20 content events, 19 gaps
+    assert len(page.get_attribute("#gap-line", "points").split()) == 19
+    assert len(page.get_attribute("#rate-line", "points").split()) == 19
+    assert page.text_content("#ttft").endswith(" ms")
+    page.wait_for_function("document.getElementById('server-ttft').textContent.endsWith(' ms')")
+    assert page.text_content("#finish") == "length"
+    assert page.text_content("#request-id").isdigit()
+
+
+def test_reads_are_not_marked_split_without_the_option(page: Any, tiny: Any, server: Any, make_app: Any) -> None:
+    _, base = _mounted(tiny, server, make_app, paced=True, paced_interval=0.01)
+    page.goto(base + "/")
+    page.fill("#max-tokens", "30")
+    page.click("#send")
+    page.wait_for_function("document.getElementById('status').textContent === 'done'")
+    rows = _rows(page)
+    assert rows and not any(r["split"] or r["continues"] for r in rows)
+    assert page.text_content("#split-count") == "0"
+    assert page.text_content("#output") == "".join(PACED_TOKENS[i % len(PACED_TOKENS)] for i in range(30))
+
+
+def test_stop_shows_the_servers_cancel_to_stop(page: Any, tiny: Any, server: Any, make_app: Any) -> None:
+    _, base = _mounted(tiny, server, make_app, limits=Limits(max_tokens=4000))
+    page.goto(base + "/")
+    page.wait_for_function("document.getElementById('model').textContent === 'tiny-random-llama'")
+    page.fill("#max-tokens", "4000")
+    page.fill("#temperature", "0")
+    page.click("#send")
+    page.wait_for_function("document.getElementById('output').textContent.length >= 50")
+    page.click("#stop")
+    page.wait_for_function("document.getElementById('cancel-to-stop').dataset.ms !== undefined")
+    entry = wait_for(lambda: stats_entry(base, endpoint="chat.completions"))
+    assert float(page.get_attribute("#cancel-to-stop", "data-ms")) == pytest.approx(entry["cancel_to_stop_ms"])
+    assert re.fullmatch(r"[0-9.]+ ms \([01] steps? after\)", page.text_content("#cancel-to-stop"))
+    assert page.text_content("#request-id") == str(entry["id"])
+    assert int(page.get_attribute("#plot", "data-points")) >= 1
+
+
+RECORD_TIMES = """() => {
+  window.__times = [];
+  const out = document.getElementById("output");
+  new MutationObserver(() => window.__times.push(performance.timeOrigin + performance.now()))
+    .observe(out, {childList: true, characterData: true, subtree: true});
+}"""
+
+
+def test_two_tabs_stream_at_once(browser: Any, tiny: Any, server: Any, make_app: Any) -> None:
+    """Two tabs send at once: their streams overlap in time (the engine batches them)
+    instead of the second waiting for the first to finish."""
+    _, base = _mounted(tiny, server, make_app, limits=Limits(max_tokens=300))
+    contexts = [browser.new_context() for _ in range(2)]
+    try:
+        pages = [c.new_page() for c in contexts]
+        for p in pages:
+            p.set_default_timeout(60_000)
+            p.goto(base + "/")
+            p.wait_for_function("document.getElementById('model').textContent === 'tiny-random-llama'")
+            p.fill("#max-tokens", "300")
+            p.fill("#temperature", "0")
+            p.evaluate(RECORD_TIMES)
+        for p in pages:
+            p.click("#send")
+        for p in pages:
+            p.wait_for_function("document.getElementById('status').textContent === 'done'")
+        (a0, a1), (b0, b1) = [(min(t), max(t)) for t in (p.evaluate("window.__times") for p in pages)]
+        assert b0 < a1 and a0 < b1, (a0, a1, b0, b1)  # each started before the other ended
+        texts = [p.text_content("#output") for p in pages]
+        assert texts[0] == texts[1] and len(texts[0]) > 100  # greedy: the same text, uncorrupted
+    finally:
+        for c in contexts:
+            c.close()

@@ -95,7 +95,15 @@ def make_app(probes: Probes, *, line: bool = True, **options: Any) -> FastAPI:
     app = FastAPI()
     router = APIRouter()
 
-    def resource(key: str) -> Iterable[Resource]:
+    async def resource(key: str) -> AsyncIterable[Resource]:
+        res = Resource()
+        try:
+            yield res
+        finally:
+            res.open = False
+            probes.trace(key).dependency_closed_at = time.monotonic()
+
+    def sync_resource(key: str) -> Iterable[Resource]:  # run on FastAPI's thread pool
         res = Resource()
         try:
             yield res
@@ -158,6 +166,18 @@ def make_app(probes: Probes, *, line: bool = True, **options: Any) -> FastAPI:
         finally:
             trace.resource_open_in_finally = res.open
             trace.finally_thread = threading.current_thread().name
+            trace.finally_at = time.monotonic()
+            trace.done.set()
+
+    @router.get("/sync-dependency/{key}", response_class=EventSourceResponse)
+    def with_sync_dependency(key: str, res: Resource = Depends(sync_resource)) -> Iterable[Item]:
+        trace = probes.trace(key)
+        try:
+            while True:
+                trace.produced.append(time.monotonic())
+                yield Item(n=len(trace.produced), pad="x" * 65536)
+        finally:
+            trace.resource_open_in_finally = res.open
             trace.finally_at = time.monotonic()
             trace.done.set()
 

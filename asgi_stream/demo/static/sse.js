@@ -51,6 +51,11 @@ class SSEParser {
     this.buffer = buf.slice(pos);
   }
 
+  /** Whether an event has begun but not ended (its blank line not yet seen). */
+  pending() {
+    return this.buffer !== "" || this.data !== "" || this.type !== "";
+  }
+
   /** The stream ended: an incomplete event is discarded. */
   end() {
     this.buffer = "";

@@ -1,0 +1,1 @@
+"""The serving benchmark: the demo against ``transformers serve`` (see ``__main__``)."""

@@ -1,0 +1,1 @@
+"""Files added to a peer's extracted test folder (its sdist lacks them)."""
