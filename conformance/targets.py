@@ -347,9 +347,13 @@ def find_nginx() -> str | None:
 
 # ---------------------------------------------------------------- launchers
 def start_uvicorn(
-    workdir: Path, app: str = DEFAULT_APP, name: str = "uvicorn", env: dict[str, str] | None = None
+    workdir: Path,
+    app: str = DEFAULT_APP,
+    name: str = "uvicorn",
+    env: dict[str, str] | None = None,
+    http: str = "h11",
 ) -> tuple[ServerProcess, Endpoint]:
-    """uvicorn (h11, asyncio) on a free port."""
+    """uvicorn (asyncio; ``http``: h11, or httptools) on a free port."""
     sock = listening_socket()
     try:
         argv = [
@@ -360,7 +364,7 @@ def start_uvicorn(
             "--fd",
             str(sock.fileno()),
             "--http",
-            "h11",
+            http,
             "--loop",
             "asyncio",
             "--log-level",

@@ -331,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     results.update(
         mode=mode.name,
         started=started.isoformat(timespec="seconds"),
-        command="python -m benchmarks.serving " + " ".join(sys.argv[1:] if argv is None else argv),
+        command=" ".join(["python -m benchmarks.serving", *(sys.argv[1:] if argv is None else argv)]),
         model="tiny"
         if mode.tiny and not args.synthetic
         else ("synthetic" if args.synthetic else "SmolLM2-135M-Instruct"),
