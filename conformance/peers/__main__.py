@@ -251,7 +251,8 @@ def markdown(suite: SuiteResult, rows: Sequence[str], timing: Timing, pause: flo
         "",
         f"Each app streams 12 tokens 100 ms apart with a {pause:g} s pause after the third (a slow prefill or a "
         "tool call), from an async and from a sync generator, and counts its running generators in a gauge "
-        f"(`{GAUGE}`); `transformers serve` streams a real SmolLM2-135M-Instruct answer and has no such gauge. "
+        f"(`{GAUGE}`); `transformers serve` streams a real SmolLM2-135M-Instruct answer, has no such gauge, and is "
+        "checked one case at a time (it generates one answer at a time). "
         f"The suite runs in `--url` mode: `--keepalive-budget {timing.keepalive_budget:g} --pacing-budget "
         f"{timing.pacing_budget:g} --cancel-budget {timing.cancel_budget:g} --stall-budget {timing.stall_budget:g}`. "
         "nginx is configured as people deploy it (gzip on for event streams, proxy_buffering on).",
