@@ -148,6 +148,9 @@ class Target:
     active_metric: ActiveMetric | None = None
     #: Told that a reverse proxy sits in front (``--behind-proxy``).
     behind_proxy: bool = False
+    #: At most this many of the suite's cases at once against this target (None: no
+    #: limit beyond ``--jobs``); 1 for a server that generates one answer at a time.
+    concurrency: int | None = None
     _memo: dict[str, Any] = field(default_factory=dict, repr=False)
     _memo_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -344,9 +347,13 @@ def find_nginx() -> str | None:
 
 # ---------------------------------------------------------------- launchers
 def start_uvicorn(
-    workdir: Path, app: str = DEFAULT_APP, name: str = "uvicorn", env: dict[str, str] | None = None
+    workdir: Path,
+    app: str = DEFAULT_APP,
+    name: str = "uvicorn",
+    env: dict[str, str] | None = None,
+    http: str = "h11",
 ) -> tuple[ServerProcess, Endpoint]:
-    """uvicorn (h11, asyncio) on a free port."""
+    """uvicorn (asyncio; ``http``: h11, or httptools) on a free port."""
     sock = listening_socket()
     try:
         argv = [
@@ -357,7 +364,7 @@ def start_uvicorn(
             "--fd",
             str(sock.fileno()),
             "--http",
-            "h11",
+            http,
             "--loop",
             "asyncio",
             "--log-level",
@@ -647,6 +654,7 @@ def external_target(
     active_metric: ActiveMetric | None = None,
     behind_proxy: bool = False,
     name: str | None = None,
+    concurrency: int | None = None,
 ) -> Target:
     """A target for an external SSE/NDJSON endpoint (no app endpoints, no hooks).
 
@@ -704,6 +712,7 @@ def external_target(
         read_timeout=read_timeout,
         active_metric=active_metric,
         behind_proxy=behind_proxy,
+        concurrency=concurrency,
     )
 
 

@@ -232,7 +232,7 @@ class BatchBackend:
         model = self.loaded.model
         tokenizer = self.loaded.tokenizer
         pad = getattr(tokenizer, "pad_token_id", None)
-        generation = GenerationConfig(
+        generation = GenerationConfig(  # type: ignore[no-untyped-call]
             do_sample=False,  # each request's own sampling is done by the RequestSampler
             max_new_tokens=256,
             eos_token_id=sorted(self._eos) if self._eos else -1,
@@ -279,8 +279,10 @@ class BatchBackend:
 
     def _healthy_manager(self) -> Any:
         manager = self.manager
-        if manager is not None and manager.background_thread_status.fatal_error is None and manager.is_running():
-            return manager
+        if manager is not None and manager.is_running():
+            status = manager.background_thread_status
+            if status.fatal_error is None and status.can_accept_new_requests() is None:
+                return manager
         logger.warning("asgi-stream demo: restarting the continuous batching manager")
         if manager is not None:
             try:

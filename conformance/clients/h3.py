@@ -39,6 +39,9 @@ from aioquic.quic.events import (
 
 from ._chunk import Chunk, body_of
 from ._socket import as_bytes
+from .h3_errors import H3Error
+
+__all__ = ["H3_NO_ERROR", "H3_REQUEST_CANCELLED", "H3Client", "H3Error", "H3Stream", "QuicTLS"]
 
 HeaderList = Sequence[tuple[bytes | str, bytes | str]]
 
@@ -46,12 +49,11 @@ HeaderList = Sequence[tuple[bytes | str, bytes | str]]
 H3_NO_ERROR = int(ErrorCode.H3_NO_ERROR)
 H3_REQUEST_CANCELLED = int(ErrorCode.H3_REQUEST_CANCELLED)
 
+#: The longest the handshake may take (``timeout`` may be a long stream's read budget).
+HANDSHAKE_TIMEOUT = 10.0
+
 _DATA, _HEADERS = 0x0, 0x1
 _READ_SIZE = 65536
-
-
-class H3Error(Exception):
-    """The connection failed or the peer broke the protocol (the message says how)."""
 
 
 @dataclass(slots=True)
@@ -172,7 +174,8 @@ class H3Client:
 
     Args:
         host, port: the server's UDP address.
-        timeout: seconds the handshake, and one wait for a datagram, may take.
+        timeout: seconds one wait for a datagram may take (the handshake: at most
+            :data:`HANDSHAKE_TIMEOUT`).
         tls: certificate verification (default: the system store, full verification).
         idle_timeout: the QUIC idle timeout the client announces.
     """
@@ -222,9 +225,10 @@ class H3Client:
         self._handshake_done = False
         self.quic.connect(self.addr, now=time.monotonic())
         self._flush()
-        if not self.run_until(lambda: self._handshake_done, timeout=timeout):
+        wait = min(timeout, HANDSHAKE_TIMEOUT)
+        if not self.run_until(lambda: self._handshake_done, timeout=wait):
             self.abort()
-            raise H3Error(f"no QUIC handshake with udp {host}:{port} within {timeout:.0f} s")
+            raise H3Error(f"no QUIC handshake with udp {host}:{port} within {wait:.0f} s")
 
     # ------------------------------------------------------------ requests
     def request(

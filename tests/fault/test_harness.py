@@ -15,6 +15,8 @@ import trio
 
 from asgi_stream import _clock as core_clock
 
+from . import churn
+from .churn_app import KINDS as CHURN_KINDS
 from .fakeserver import FakeServer
 from .known_failures import TABLE, known
 from .matrix import BACKENDS, _count_threads_in, combinations, run_combination
@@ -142,6 +144,10 @@ def test_combination_table_is_consistent() -> None:
     """Every known-failure row names existing kinds, events and points, and matches."""
     names = {name for combo in combinations() for name in combo}
     for entry in TABLE:
+        for kinds, modes, servers in entry.churn:
+            assert set(kinds.split()) <= set(CHURN_KINDS), entry.key
+            assert set(modes.split()) <= set(churn.MODES), entry.key
+            assert set(servers.split()) <= set(churn.SERVERS), entry.key
         hits = 0
         for kinds, events, points in entry.rows:
             for word in (*kinds.split(), *events.split(), *(p.partition("@")[0] for p in points.split())):

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from .compare import Entry
 
-#: The core defects the known regressions wait for (1-8: the drop-in fidelity list;
-#: 9-11 found by this gate).
+#: The core defects the known regressions (and tests/fidelity) wait for (1-8: the
+#: drop-in fidelity list; 9-12 found by this gate).
 DEFECTS: dict[str, str] = {
     "1": "background tasks are dropped after a disconnect (the request's task group is cancelled, "
     "Starlette's `await self.background()` included)",
@@ -31,6 +31,9 @@ DEFECTS: dict[str, str] = {
     "11": "an exception raised by the server's `send` of a body message (OSError, and since d9de89b "
     "any exception) becomes a disconnect: the app sees a cancellation instead, and the exception "
     "never propagates",
+    "12": "the middleware leaves its per-request context in the scope dict: a scope dict used again "
+    "for a new request makes the new request adopt the finished one as its parent (its hub, its "
+    "disconnect)",
 }
 
 _SSE = "tests/test_sse.py::TestEventSourceResponse::"

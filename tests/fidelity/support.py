@@ -1,0 +1,86 @@
+"""What the fidelity tests share: the two variants of an app, a server-side view of
+when requests end, and a client that stops reading."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from asgi_stream import StreamMiddleware
+from conformance.clients.h1 import H1Client
+from tests.peers.allowlist import DEFECTS
+
+#: Seconds a condition that holds without the line within ~1 s gets on a loaded machine.
+BUDGET = 8.0
+
+
+def defect(number: str) -> str:
+    """The reason of a strict xfail: the defect, as the peer-suites gate names it."""
+    return f"defect {number}: {DEFECTS[number]}"
+
+
+def variants(number: str | None) -> list[Any]:
+    """``line`` parameters: without the line, then with it (a strict xfail naming the
+    defect ``number`` when one holds it back today)."""
+    marks = [] if number is None else [pytest.mark.xfail(strict=True, reason=defect(number))]
+    return [pytest.param(False, id="without-the-line"), pytest.param(True, id="with-the-line", marks=marks)]
+
+
+def add_line(app: Any, line: bool, **options: Any) -> Any:
+    """``app.add_middleware(StreamMiddleware, **options)`` when ``line``; the app either way."""
+    if line:
+        app.add_middleware(StreamMiddleware, **options)
+    return app
+
+
+class Ends:
+    """The outermost layer: what the server sees of each HTTP request (when the
+    application call returned, and what it raised)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.ended: list[float] = []
+        self.raised: list[BaseException] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        try:
+            await self.app(scope, receive, send)
+        except BaseException as exc:
+            self.raised.append(exc)
+            raise
+        finally:
+            self.ended.append(time.monotonic())
+
+
+def eventually(predicate: Callable[[], object], timeout: float = BUDGET) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout`` seconds passed; its last value."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return bool(predicate())
+        time.sleep(0.02)
+    return True
+
+
+def frozen_client(port: int, path: str) -> H1Client:
+    """A client that sends the request, reads the response head, and never reads again
+    (a tiny receive buffer, so the server's sends block soon)."""
+    client = H1Client("127.0.0.1", port, rcvbuf=4096, timeout=15.0)
+    client.request("GET", path)
+    client.read_head(deadline=time.monotonic() + 15)
+    return client
+
+
+def open_stream(port: int, path: str, chunks: int = 1) -> H1Client:
+    """A client that reads the head and the first ``chunks`` body chunks."""
+    client = H1Client("127.0.0.1", port, timeout=15.0)
+    client.request("GET", path)
+    response = client.read_chunks(chunks, deadline=time.monotonic() + 15)
+    assert response.status == 200 and len(response.chunks) >= chunks, response
+    return client
