@@ -29,15 +29,18 @@ class KnownFailure:
     #: Regexes over violation lines: the lines this defect explains.
     signature: tuple[str, ...]
     #: (kinds, events, points) rows, space-separated; a point may carry ``@trio`` / ``@asyncio``.
+    #: For the churn suite: (kinds, leave modes, servers).
     rows: tuple[tuple[str, str, str], ...]
+    #: (kinds, leave modes, servers) rows of the churn test on real servers.
+    churn: tuple[tuple[str, str, str], ...] = ()
     _compiled: tuple[re.Pattern[str], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_compiled", tuple(re.compile(s) for s in self.signature))
 
-    def matches(self, backend: str, kind: str, point: str, event: str) -> bool:
+    def matches(self, backend: str, kind: str, point: str, event: str, *, suite: str = "matrix") -> bool:
         """Whether this defect breaks that combination."""
-        for kinds, events, points in self.rows:
+        for kinds, events, points in self.rows if suite == "matrix" else self.churn:
             if kind in kinds.split() and event in events.split():
                 for spec in points.split():
                     name, _, only = spec.partition("@")
@@ -55,14 +58,15 @@ class KnownFailure:
         return f"[{self.key}] {self.where}: {self.diagnosis}"
 
 
-#: Empty: every combination of the matrix holds every invariant. A defect found later
-#: gets its entry here (with its rows) until it is fixed.
+#: Empty: every combination of the matrix and of the churn test holds every invariant.
+#: A defect found later gets its entry here (with its rows) until it is fixed.
 TABLE: tuple[KnownFailure, ...] = ()
 
 
-def known(backend: str, kind: str, point: str, event: str) -> list[KnownFailure]:
-    """The defects the table says break this combination."""
-    return [k for k in TABLE if k.matches(backend, kind, point, event)]
+def known(backend: str, kind: str, point: str, event: str, *, suite: str = "matrix") -> list[KnownFailure]:
+    """The defects the table says break this combination (churn: ``known("", kind,
+    server, mode, suite="churn")``)."""
+    return [k for k in TABLE if k.matches(backend, kind, point, event, suite=suite)]
 
 
 def unexplained(entries: Iterable[KnownFailure], violations: Iterable[str]) -> list[str]:
