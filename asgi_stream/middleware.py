@@ -4,14 +4,13 @@ wire guarantees. One line: ``app.add_middleware(StreamMiddleware)``."""
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 import anyio
 import anyio.abc
 import anyio.lowlevel
 
-from . import shutdown
+from . import _clock, shutdown
 from ._types import ASGIApp, Message, Receive, Scope, Send
 from .cancel import CancelToken
 from .config import DEFAULT_STREAM_MEDIA_TYPES, UNSET, StreamConfig
@@ -110,6 +109,17 @@ class StreamMiddleware:
             self._register()
         ctx = RequestContext(self, scope, receive, send)
         scope[CTX_KEY] = ctx
+        try:
+            await self._serve(ctx, scope, send)
+        finally:
+            ctx.done = True
+            if scope.get(CTX_KEY) is ctx:  # leave the scope as it came
+                if ctx.parent is not None:
+                    scope[CTX_KEY] = ctx.parent
+                else:
+                    del scope[CTX_KEY]
+
+    async def _serve(self, ctx: RequestContext, scope: Scope, send: Send) -> None:
         cursor = cursor_of(scope)
         store = self.replay_store() if cursor is not None else None
         with unwrap_task_group_error():
@@ -182,6 +192,7 @@ class RequestContext:
         "accepted_at",
         "app_send",
         "config",
+        "done",
         "hub",
         "middleware",
         "mode",
@@ -198,16 +209,19 @@ class RequestContext:
         self.config = middleware.config
         self.scope = scope
         parent = scope.get(CTX_KEY)
+        if parent is not None and parent.done:
+            parent = None  # a scope dict used again: that request is over
         self.parent: RequestContext | None = parent
+        # Its own hub over the receive it was given: layers between a StreamMiddleware
+        # further out and this one (a mounted app with its own line) keep seeing and
+        # rewriting what the application reads.
+        self.hub = ReceiveHub(receive)
         if parent is not None:
-            # A StreamMiddleware further out (this app is mounted in another that has one):
-            # share its receive hub and let it pass everything through untouched.
-            parent.mode = _PASS
-            self.hub = parent.hub
+            parent.mode = _PASS  # the inner line handles the streams; the outer passes through
             self.accepted_at = parent.accepted_at
         else:
-            self.hub = ReceiveHub(receive)
-            self.accepted_at = time.monotonic()
+            self.accepted_at = _clock.monotonic()
+        self.done = False
         self.raw_send = send
         #: The send handed to the application (bound once, so TokenStream can tell by
         #: identity that nothing stands between it and the middleware).

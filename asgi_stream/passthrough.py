@@ -99,6 +99,7 @@ class Passthrough(Stream):
         self.tail = b""
         #: The request's task group scope: cancelled only as the last resort.
         self._app_scope = app_scope
+        self.wire.reraise = True  # the application sees what the server's send raised
         #: ASGI ≥ 2.4: sends after the client left raise OSError, as the server's do.
         self._raise_gone = raise_gone
         self._dropped = 0
@@ -251,8 +252,8 @@ class Passthrough(Stream):
         lifecycle.handle(Event.FAIL, error=exc)  # after a complete body: recorded, nothing sent
         if lifecycle.ending is not Ending.ERROR:
             return
-        if self.framer is None or self.boundary() != "event" or self.wire.ended:
-            return
+        if self.framer is None or self.boundary() != "event" or self.wire.ended or self.wire.interrupted:
+            return  # no in-band channel, mid-event, or the client is not reading (the app gave up a send)
         framed = self.framer.error(self.config.error_payload(exc, self.record))
         if framed is None:
             return

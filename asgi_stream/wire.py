@@ -31,7 +31,18 @@ BODY = "http.response.body"
 class Wire:
     """Serialised sends to one response, with the state the guard reads."""
 
-    __slots__ = ("_clock", "_gone", "_idle", "ended", "last_send", "raw", "sending", "started")
+    __slots__ = (
+        "_clock",
+        "_gone",
+        "_idle",
+        "ended",
+        "interrupted",
+        "last_send",
+        "raw",
+        "reraise",
+        "sending",
+        "started",
+    )
 
     def __init__(self, send: Send, *, gone: Callable[[], None]) -> None:
         #: The server-side ``send`` body messages go to.
@@ -47,6 +58,11 @@ class Wire:
         #: When the last send started (``_clock.monotonic()`` seconds).
         self.last_send = self._clock()
         self._idle: anyio.Event | None = None
+        #: A send was cancelled before it completed.
+        self.interrupted = False
+        #: Also raise what a failing send raised (to an application that sends itself,
+        #: as the server's send would), after reporting the disconnect.
+        self.reraise = False
 
     async def send(self, message: Message, via: Send | None = None) -> None:
         """Send ``message`` (to ``via`` instead of the default ``send`` if given) once
@@ -64,6 +80,11 @@ class Wire:
             if message.get("type") != BODY and not isinstance(exc, OSError):
                 raise
             await self.gone(exc)
+            if self.reraise:
+                raise
+        except BaseException:
+            self.interrupted = True  # cancelled mid-send: the client may not be reading
+            raise
         finally:
             self.done()
 
