@@ -79,9 +79,10 @@ class Wire:
             # application's error; an OSError is the client leaving, whatever the message.
             if message.get("type") != BODY and not isinstance(exc, OSError):
                 raise
-            await self.gone(exc)
             if self.reraise:
-                raise
+                self._gone()
+                raise  # at once: the application's own handling of it comes first
+            await self.gone(exc)
         except BaseException:
             self.interrupted = True  # cancelled mid-send: the client may not be reading
             raise
