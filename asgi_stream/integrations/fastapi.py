@@ -102,7 +102,8 @@ class ThreadIterator(AsyncIterator[T]):
         except BaseException:
             # Cancelled mid-step: close right after it, on its thread — and wait for that
             # (shielded, up to close_timeout), as FastAPI's thread pool would, so what the
-            # step did (a background task it added) is there before the response goes on.
+            # step did (a background task it added, the values it handed FastAPI's own
+            # tasks) is there before the response goes on.
             await self._source.aclose()
             raise
         return item

@@ -132,8 +132,10 @@ def test_thread_iterator_cancelled_mid_step_closes_right_after_the_step() -> Non
         return cancelled_at
 
     cancelled_at = anyio.run(main)
-    assert [name for name, _ in events] == ["step ended", "finally"]
-    assert cancelled_at < events[0][1], "the cancellation did not wait for the step"
+    assert [name for name, _ in events] == ["step ended", "finally"]  # no further step
+    # The cancelled task waits for the step and the close, as FastAPI's own pool makes it
+    # wait for the step; the close follows the step at once.
+    assert events[0][1] <= events[1][1] <= cancelled_at
     assert events[1][1] - events[0][1] < 2.0
 
 
