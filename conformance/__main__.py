@@ -106,6 +106,13 @@ def build_parser() -> argparse.ArgumentParser:
         "vllm:num_requests_running): client-close-cancel checks that it falls after a disconnect",
     )
     ext.add_argument(
+        "--concurrency",
+        type=int,
+        metavar="N",
+        help="at most N cases at once against --url (default: --jobs); 1 for a server that generates one "
+        "answer at a time",
+    )
+    ext.add_argument(
         "--behind-proxy",
         action="store_true",
         help="a reverse proxy is in front of --url (headers it legitimately strips become notes)",
@@ -157,6 +164,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("budgets and --max-duration must be > 0")
     url_only = [k for k, v in budgets.items() if v is not None]
     url_only += ["active_metric"] * bool(args.active_metric) + ["behind_proxy"] * args.behind_proxy
+    url_only += ["concurrency"] * (args.concurrency is not None)
+    if args.concurrency is not None and args.concurrency < 1:
+        parser.error("--concurrency must be >= 1")
     if url_only and not args.url:
         parser.error(f"--{url_only[0].replace('_', '-')} applies to --url only")
     if args.url:
@@ -195,6 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     read_timeout=timing.max_duration,
                     active_metric=metric,
                     behind_proxy=args.behind_proxy,
+                    concurrency=args.concurrency,
                 )
             )
         except ValueError as exc:

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .cases import CASES, Case, CaseContext, Fail, Result, ServerFault, Skip, Timing
-from .cases.base import FAULT_SERVER, FAULT_TARGET
+from .cases.base import FAULT_SERVER, FAULT_TARGET, observe_url
 from .clients import H1Error, H2Error
 from .clients.h3_errors import H3Error
 from .targets import DEFAULT_APP, TARGETS, Target, TargetUnavailable, start_target
@@ -107,6 +107,16 @@ def _attempt(case: Case, target: Target, timing: Timing) -> Result:
         result = Result(case.name, target.name, "fault", exc.evidence, exc.fault)
     except Fail as exc:
         result = Result(case.name, target.name, "fail", exc.evidence, exc.fault, details=exc.details)
+    except TimeoutError as exc:
+        if target.app_endpoints:
+            result = Result(case.name, target.name, "fail", f"TimeoutError: {exc}", FAULT_TARGET)
+        else:  # an external endpoint that took longer than --max-duration: no verdict
+            result = Result(
+                case.name,
+                target.name,
+                "skip",
+                f"did not finish within --max-duration {timing.max_duration:g} s ({exc}): not judged",
+            )
     except (H1Error, H2Error, H3Error) as exc:
         result = Result(case.name, target.name, "fail", f"{type(exc).__name__}: {exc}", FAULT_SERVER)
     except Exception as exc:
@@ -135,6 +145,16 @@ def stop_all(targets: Sequence[Target], timeout: float = 5.0) -> None:
         th.start()
     for th in threads:
         th.join()
+
+
+def _prefetch(target: Target, cases: Sequence[Case], timing: Timing) -> None:
+    """Make the shared request of an external target if a selected case reads it (its
+    result, or its error, is kept for the cases)."""
+    if any(c.shared and c.applies(target) is None for c in cases):
+        try:
+            observe_url(CaseContext(target=target, timing=timing, case_name="observe"), allow_silent=True)
+        except Exception:
+            pass
 
 
 def _alone(case: Case, target: Target) -> bool:
@@ -204,8 +224,15 @@ def run_suite(
                 fault = None if status == "skip" else FAULT_SERVER
                 results.append(Result(c.name, info.name, status, f"target {info.status}: {info.reason}", fault))
 
+        limits = {id(t): threading.Semaphore(t.concurrency) for t in all_targets if t.concurrency}
+
         def job(pair: tuple[Case, Target]) -> Result:
-            r = run_case(pair[0], pair[1], timing)
+            limit = limits.get(id(pair[1]))
+            if limit is None:
+                r = run_case(pair[0], pair[1], timing)
+            else:
+                with limit:
+                    r = run_case(pair[0], pair[1], timing)
             if progress is not None:
                 progress(r)
             return r
@@ -213,7 +240,12 @@ def run_suite(
         def one_by_one(pairs: list[tuple[Case, Target]]) -> list[Result]:
             return [job(p) for p in pairs]
 
-        # Cases that read server-wide state run first, one at a time per target, while
+        # With --url, the shared request first, with nothing else in flight there: an
+        # endpoint that serves one generation at a time would queue it behind the rest.
+        external = [t for t in all_targets if not t.app_endpoints]
+        with ThreadPoolExecutor(max_workers=max(1, len(external))) as pool:
+            list(pool.map(lambda t: _prefetch(t, selected, timing), external))
+        # Then the cases that read server-wide state, one at a time per target, while
         # nothing else is in flight there.
         alone = [[(c, t) for c in selected if _alone(c, t)] for t in all_targets]
         with ThreadPoolExecutor(max_workers=max(1, len(all_targets))) as pool:

@@ -29,6 +29,7 @@ Endpoints (all GET, HEAD too):
 from __future__ import annotations
 
 import itertools
+import os
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -237,7 +238,10 @@ async def bad_param(req: Request, exc: Exception) -> Response:
 
 def _demo_routes() -> list[Any]:
     """Mount the bundled demo app (paced mode: fixed tokens, no model) at /demo when it
-    is importable; the demo cases skip otherwise."""
+    is importable and ``CONFORMANCE_DEMO`` is not ``0`` (it loads torch: a target
+    without it starts faster); the demo cases skip otherwise."""
+    if os.environ.get("CONFORMANCE_DEMO", "1") == "0":
+        return []
     try:
         from asgi_stream.demo import create_app as create_demo
     except Exception:  # not installed, or its optional dependencies are missing

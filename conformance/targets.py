@@ -148,6 +148,9 @@ class Target:
     active_metric: ActiveMetric | None = None
     #: Told that a reverse proxy sits in front (``--behind-proxy``).
     behind_proxy: bool = False
+    #: At most this many of the suite's cases at once against this target (None: no
+    #: limit beyond ``--jobs``); 1 for a server that generates one answer at a time.
+    concurrency: int | None = None
     _memo: dict[str, Any] = field(default_factory=dict, repr=False)
     _memo_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -651,6 +654,7 @@ def external_target(
     active_metric: ActiveMetric | None = None,
     behind_proxy: bool = False,
     name: str | None = None,
+    concurrency: int | None = None,
 ) -> Target:
     """A target for an external SSE/NDJSON endpoint (no app endpoints, no hooks).
 
@@ -708,6 +712,7 @@ def external_target(
         read_timeout=read_timeout,
         active_metric=active_metric,
         behind_proxy=behind_proxy,
+        concurrency=concurrency,
     )
 
 

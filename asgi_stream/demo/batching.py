@@ -279,8 +279,10 @@ class BatchBackend:
 
     def _healthy_manager(self) -> Any:
         manager = self.manager
-        if manager is not None and manager.background_thread_status.fatal_error is None and manager.is_running():
-            return manager
+        if manager is not None and manager.is_running():
+            status = manager.background_thread_status
+            if status.fatal_error is None and status.can_accept_new_requests() is None:
+                return manager
         logger.warning("asgi-stream demo: restarting the continuous batching manager")
         if manager is not None:
             try:

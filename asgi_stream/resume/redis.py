@@ -38,7 +38,7 @@ from typing import Any, TypeVar
 import anyio
 
 from .memory import MemoryStore, _MemoryWriter
-from .store import Limits, ReplayStore, ResumeGap, StoreUnavailable, StreamMeta, StreamNotFound, Writer
+from .store import Limits, ReplayStore, ResumeError, ResumeGap, StoreUnavailable, StreamMeta, StreamNotFound, Writer
 
 try:
     import redis.asyncio as aioredis
@@ -55,6 +55,11 @@ logger = logging.getLogger("asgi_stream")
 T = TypeVar("T")
 
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError)
+#: The longest back-off after a failed call (seconds).
+_MAX_BACKOFF = 2.0
+#: The TTL the settled marker is created with: its remaining TTL tells its age on
+#: Redis' own clock (ten years; it is created again if it ever expires).
+_MARKER_TTL_MS = 10 * 365 * 86_400 * 1000
 
 
 class RedisStore(ReplayStore):
@@ -130,6 +135,8 @@ class RedisStore(ReplayStore):
         self._down_until = 0.0
         self._failures = 0
         self._last_error = ""
+        #: When a call succeeded after failures (this worker reached Redis again).
+        self._reachable_since = -math.inf
 
     # ------------------------------------------------------------ keys and calls
     def key(self, stream_id: str, kind: str) -> str:
@@ -155,7 +162,7 @@ class RedisStore(ReplayStore):
         except _UNREACHABLE as exc:
             self._failures += 1
             self._last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            self._down_until = time.monotonic() + min(0.05 * 2**self._failures, 2.0)
+            self._down_until = time.monotonic() + min(0.05 * 2**self._failures, _MAX_BACKOFF)
             if self._failures == 1:
                 logger.warning("asgi_stream: Redis replay store unreachable: %s", self._last_error)
             raise StoreUnavailable(f"Redis is unavailable ({self._last_error})") from exc
@@ -164,7 +171,48 @@ class RedisStore(ReplayStore):
         if self._failures:
             logger.warning("asgi_stream: Redis replay store reachable again")
             self._failures = 0
+            self._reachable_since = time.monotonic()
         return result
+
+    # ------------------------------------------------------------ unknown, or not yet back?
+    @property
+    def recovery_window(self) -> float:
+        """Seconds after Redis came back empty (or this worker reached it again) during
+        which a stream Redis does not know may be one whose producer has not copied it
+        back yet: the longest a live producer takes to notice and repair (a heartbeat
+        round, the longest back-off, a slow call, a flush interval, and a heartbeat more)."""
+        return 2 * self.heartbeat + _MAX_BACKOFF + self.timeout + self.flush_interval
+
+    def _marker(self, pipe: Any) -> None:
+        """Queue the settled-marker probe: create it if missing, then read its age.
+
+        ``<prefix>settled`` exists as long as Redis has kept asgi-stream's data; whoever
+        first finds it missing (Redis restarted empty, flushed, failed over to an empty
+        replica, or never written to) creates it, so its age is how long this Redis has
+        been holding what producers write.
+        """
+        key = f"{self.key_prefix}settled"
+        pipe.set(key, b"1", px=_MARKER_TTL_MS, nx=True)
+        pipe.pttl(key)
+
+    def _unknown(self, stream_id: str, marker_pttl: Any) -> ResumeError:
+        """What a miss means: StreamNotFound once Redis is settled, else StoreUnavailable."""
+        window = self.recovery_window
+        if not isinstance(marker_pttl, int) or marker_pttl == -2:
+            age = 0.0  # just created, or gone again at once
+        elif marker_pttl < 0:
+            age = math.inf  # someone made it permanent: settled
+        else:
+            age = (_MARKER_TTL_MS - marker_pttl) / 1000
+        since_back = time.monotonic() - self._reachable_since
+        if age < window or since_back < window:
+            wait = window - min(age, since_back)
+            return StoreUnavailable(
+                f"Redis came back {min(age, since_back):.1f} s ago and may not hold stream {stream_id!r} "
+                f"again yet; retry (for up to {wait:.1f} s more)",
+                retry_after=min(max(wait, 0.5), 1.0),
+            )
+        return StreamNotFound(f"stream {stream_id!r} is unknown or expired")
 
     # ------------------------------------------------------------ the protocol
     async def open(self, stream_id: str, meta: StreamMeta) -> Writer:
@@ -186,8 +234,14 @@ class RedisStore(ReplayStore):
         local = await self.local.meta(stream_id)
         if local is not None:
             return local
-        raw: Any = await self.call(lambda: self.redis.hgetall(self.key(stream_id, "m")))
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(self.key(stream_id, "m"))
+        self._marker(pipe)
+        raw, _, marker_pttl = await self.call(pipe.execute)
         if not raw:
+            miss = self._unknown(stream_id, marker_pttl)
+            if isinstance(miss, StoreUnavailable):
+                raise miss
             return None
         return decode_meta(raw)
 
@@ -209,8 +263,12 @@ class RedisStore(ReplayStore):
         producer_key, consumer_key = self.key(stream_id, "p"), self.key(stream_id, "c")
         beat_ms = max(1, int(self.limits.running_ttl * 1000))
         block_ms = max(1, int(self.heartbeat * 1000))
-        if not await self.call(lambda: self.redis.exists(meta_key)):
-            raise StreamNotFound(f"stream {stream_id!r} is unknown or expired")
+        probe = self.redis.pipeline(transaction=False)
+        probe.exists(meta_key)
+        self._marker(probe)
+        exists, _, marker_pttl = await self.call(probe.execute)
+        if not exists:
+            raise self._unknown(stream_id, marker_pttl)
         beat_at = -math.inf
         trouble_since: float | None = None  # Redis unreachable, or the producer silent
         done_seen = False  # the stream finished: one more XREAD drains what came with the end

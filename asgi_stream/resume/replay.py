@@ -16,6 +16,7 @@ Answers that are not a stream:
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -236,7 +237,7 @@ async def serve_resume(
     try:
         meta = await store.meta(stream_id)
     except StoreUnavailable as exc:
-        await _answer(send, 503, "store_unavailable", str(exc))
+        await _come_back(send, scope, exc)
         return
     if (
         meta is None
@@ -274,7 +275,7 @@ async def serve_resume(
     except ResumeGap as exc:
         await _answer(send, 410, "resume_gap", str(exc))
     except StoreUnavailable as exc:
-        await _answer(send, 503, "store_unavailable", str(exc))
+        await _come_back(send, scope, exc)
 
 
 def _owner(config: StreamConfig, scope: Scope) -> str:
@@ -284,8 +285,42 @@ def _owner(config: StreamConfig, scope: Scope) -> str:
     return config.resume_owner(scope) or ""
 
 
-async def _answer(send: Send, status: int, kind: str | None, message: str | None) -> None:
-    headers = [(b"cache-control", b"no-store")]
+def _accepts_event_stream(scope: Scope) -> bool:
+    """Whether the request accepts ``text/event-stream`` (an EventSource always does)."""
+    return any(name == b"accept" and b"text/event-stream" in value.lower() for name, value in scope.get("headers", ()))
+
+
+async def _come_back(send: Send, scope: Scope, exc: StoreUnavailable) -> None:
+    """The store cannot answer now: tell the client to retry with the same cursor.
+
+    ``503`` with ``Retry-After``, except to an EventSource: it treats every status but
+    200 as final (chromium and the npm ``eventsource`` package stop on a 503 as on a
+    204), and reconnects — with the same ``Last-Event-ID`` — after a 200 event stream
+    that ends. So it gets one carrying only ``retry: <ms>`` and a comment.
+    """
+    seconds = max(1, math.ceil(exc.retry_after))
+    if not _accepts_event_stream(scope):
+        await _answer(send, 503, "store_unavailable", str(exc), [(b"retry-after", str(seconds).encode())])
+        return
+    body = f"retry: {max(1, round(exc.retry_after * 1000))}\n: store unavailable, retry\n\n".encode()
+    headers = [
+        (b"content-type", b"text/event-stream; charset=utf-8"),
+        (b"cache-control", b"no-store"),
+        (b"retry-after", str(seconds).encode()),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def _answer(
+    send: Send,
+    status: int,
+    kind: str | None,
+    message: str | None,
+    extra: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    headers = [(b"cache-control", b"no-store"), *(extra or ())]
     body = b""
     if kind is not None:
         body = json.dumps({"error": {"type": kind, "message": message}}).encode()

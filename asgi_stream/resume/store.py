@@ -32,7 +32,13 @@ class ResumeGap(ResumeError):
 
 
 class StoreUnavailable(ResumeError):
-    """The store cannot be reached (e.g. Redis is down)."""
+    """The store cannot answer now — Redis is down, or came back empty and cannot tell an
+    unknown stream from one not copied back yet: the client should retry."""
+
+    def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        #: Seconds after which a retry may succeed.
+        self.retry_after = retry_after
 
 
 @dataclass

@@ -97,7 +97,6 @@ def _env(threads: int) -> dict[str, str]:
 def start_server(key: str, folder: str, threads: int, device: str, logs: Path, *, tiny: bool) -> Server:
     """Launch one server on a free loopback port."""
     port = free_port()
-    bindir = Path(sys.executable).parent
     log = logs / f"{key}.log"
     if key == "asgi-stream":
         model = ["--tiny"] if tiny else ["--model", folder]
@@ -121,7 +120,9 @@ def start_server(key: str, folder: str, threads: int, device: str, logs: Path, *
         label = "asgi-stream demo (continuous batching)"
         served = "tiny" if tiny else folder
     else:
-        cmd = [str(bindir / "transformers"), "serve", folder, "--host", "127.0.0.1", "--port", str(port)]
+        # The CLI's module, run by this interpreter: the carried transformers on a GPU machine.
+        cmd = [sys.executable, "-m", "transformers.cli.transformers", "serve", folder, "--host", "127.0.0.1"]
+        cmd += ["--port", str(port)]
         cmd += ["--device", device, "--log-level", "warning"]
         if device.startswith("cuda"):
             cmd += ["--dtype", "bfloat16"]  # what the demo uses on a GPU
@@ -331,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     results.update(
         mode=mode.name,
         started=started.isoformat(timespec="seconds"),
-        command="python -m benchmarks.serving " + " ".join(sys.argv[1:] if argv is None else argv),
+        command=" ".join(["python -m benchmarks.serving", *(sys.argv[1:] if argv is None else argv)]),
         model="tiny"
         if mode.tiny and not args.synthetic
         else ("synthetic" if args.synthetic else "SmolLM2-135M-Instruct"),

@@ -22,6 +22,7 @@ def case(
     heavy: bool = False,
     needs_demo: bool = False,
     alone: bool = False,
+    shared: bool = False,
 ) -> Callable[[Callable[[CaseContext], str]], Callable[[CaseContext], str]]:
     """Register ``run(ctx) -> evidence`` as a case (see :class:`~.base.Case`)."""
 
@@ -40,6 +41,7 @@ def case(
             heavy=heavy,
             needs_demo=needs_demo,
             alone=alone,
+            shared=shared,
         )
         return fn
 

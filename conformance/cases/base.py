@@ -160,6 +160,8 @@ class Case:
     #: Reads server-wide state (the ``--active-metric`` gauge) on targets without
     #: hooks: run it with nothing else in flight on that target.
     alone: bool = False
+    #: With ``--url``, judges the shared request (:func:`observe_url`).
+    shared: bool = False
 
     def applies(self, target: Target) -> str | None:
         """None if the case runs on the target, else why not (n/a or skip reason)."""
@@ -597,9 +599,11 @@ def fetch(
     return obs
 
 
-def observe_url(ctx: CaseContext) -> Observed:
+def observe_url(ctx: CaseContext, *, allow_silent: bool = False) -> Observed:
     """The external URL's response, fetched once per target and shared by every case
-    that only reads it (one long LLM answer, judged many ways)."""
+    that only reads it (one long LLM answer, judged many ways). A response whose
+    headers did not arrive within ``--max-duration`` is no verdict (Skip), unless the
+    case judges the silence itself (``allow_silent``)."""
     target = ctx.target
 
     def make() -> Observed:
@@ -609,7 +613,16 @@ def observe_url(ctx: CaseContext) -> Observed:
     obs: Observed = target.memo("observation", make)
     ctx.last_request = (target.path, ANY_STREAM)
     ctx.record(obs, "the shared request")
+    if obs.status is None and not allow_silent:
+        raise Skip(f"no response headers {obs.cut_reason or 'at all'}: not judged")
     return obs
+
+
+def out_of_time(ctx: CaseContext, what: str) -> None:
+    """With ``--url``, a request that did not finish within ``--max-duration`` is no
+    verdict (an LLM server may queue the suite's concurrent requests): raise Skip."""
+    if ctx.external:
+        raise Skip(f"{what} did not finish within --max-duration {ctx.timing.max_duration:g} s: not judged")
 
 
 def require(cond: object, evidence: str, *, fault: str = FAULT_TARGET) -> None:

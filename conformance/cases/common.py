@@ -49,6 +49,7 @@ STREAM_TYPES = ("text/event-stream", *NDJSON_TYPES, "application/json-seq", "tex
 @case(
     "headers",
     "status and headers: negotiated Content-Type, no Content-Length, chunked (h1), Cache-Control, X-Accel-Buffering",
+    shared=True,
 )
 def headers(ctx: CaseContext) -> str:
     """One request per format (the shared request with ``--url``); every response must
@@ -189,6 +190,7 @@ def _per_token(ctx: CaseContext, mode: str) -> str:
     "per-token",
     "each token in its own chunk / DATA frame, arriving before the next is produced (async generator)",
     timing=True,
+    shared=True,
 )
 def per_token(ctx: CaseContext) -> str:
     """Per-token flush with an async generator."""
@@ -249,7 +251,7 @@ def coalesce(ctx: CaseContext) -> str:
 
 
 # ---------------------------------------------------------------- bodies
-@case("sse-parse", "the body parses as SSE per the WHATWG algorithm (event types, ids, multi-line data)")
+@case("sse-parse", "the body parses as SSE per the WHATWG algorithm (event types, ids, multi-line data)", shared=True)
 def sse_parse(ctx: CaseContext) -> str:
     """Events with ``event``/``id`` fields and a multi-line payload round-trip."""
     n = 5
@@ -284,7 +286,7 @@ def sse_parse(ctx: CaseContext) -> str:
     return f"{n} events (type, data, lastEventId) exactly as sent, incl. a 3-line payload; last id {parser.last_event_id!r}"
 
 
-@case("ndjson-parse", "the body parses as NDJSON, one whole line per chunk")
+@case("ndjson-parse", "the body parses as NDJSON, one whole line per chunk", shared=True)
 def ndjson_parse(ctx: CaseContext) -> str:
     """``Accept: application/x-ndjson`` → JSON lines."""
     if ctx.external:
@@ -317,6 +319,7 @@ def ndjson_parse(ctx: CaseContext) -> str:
 @case(
     "utf8-split",
     "a multi-byte character split across two bytes tokens decodes with a streaming decoder and never shows U+FFFD",
+    shared=True,
 )
 def utf8_split(ctx: CaseContext) -> str:
     """``/utf8`` yields ``b"\\xf0\\x9f"`` then ``b"\\x98\\x80"`` (and a split é)."""
@@ -351,6 +354,7 @@ def utf8_split(ctx: CaseContext) -> str:
     "keepalive comments after the idle interval (own chunk / DATA frame), never while tokens flow; with --url: "
     "no silence longer than --keepalive-budget",
     timing=True,
+    shared=True,
 )
 def keepalive(ctx: CaseContext) -> str:
     """1 s idle with keepalive 0.3 s, then tokens every 0.1 s (from outside: the

@@ -9,12 +9,29 @@ from ..clients import H1Error
 from ..tokens import expected_tokens
 from . import case, outside
 from ._checks import cancelled_in_budget, require_paced, require_sse_tokens
-from .base import FAULT_SERVER, SSE, CaseContext, Fail, ServerFault, Skip, fetch, observe_h1, observe_url, require
+from .base import (
+    FAULT_SERVER,
+    SSE,
+    CaseContext,
+    Fail,
+    ServerFault,
+    Skip,
+    fetch,
+    observe_h1,
+    observe_url,
+    out_of_time,
+    require,
+)
 
 H1 = ("h1",)
 
 
-@case("h1-zero-chunk", "the body ends with the terminating zero-length chunk, right after the last token", protocols=H1)
+@case(
+    "h1-zero-chunk",
+    "the body ends with the terminating zero-length chunk, right after the last token",
+    protocols=H1,
+    shared=True,
+)
 def zero_chunk(ctx: CaseContext) -> str:
     """Chunked framing closes properly (a truncated body has no ``0\\r\\n\\r\\n``)."""
     obs = observe_url(ctx) if ctx.external else fetch(ctx, ctx.path(n=3, interval=f"{ctx.timing.iv:.3f}"), SSE)
@@ -51,6 +68,7 @@ def http10(ctx: CaseContext) -> str:
         try:
             resp = c.read_response(deadline=time.monotonic() + ctx.timing.request_timeout)
         except TimeoutError as exc:
+            out_of_time(ctx, "the HTTP/1.0 response")
             raise Fail(
                 f"HTTP/1.0 response did not end (server kept the connection open?): {exc}", fault=FAULT_SERVER
             ) from exc
@@ -91,6 +109,8 @@ def keepalive_reuse(ctx: CaseContext) -> str:
                 c.request(ctx.method(), path, headers=ctx.headers(SSE), body=ctx.body())
                 resp = c.read_response(deadline=time.monotonic() + ctx.timing.request_timeout)
             except (H1Error, TimeoutError) as exc:
+                if isinstance(exc, TimeoutError):
+                    out_of_time(ctx, f"request {i + 1} on the reused connection")
                 raise Fail(f"request {i + 1} on the reused connection failed: {exc}", fault=FAULT_SERVER) from exc
             require(
                 resp.status == 200 and resp.complete, f"request {i + 1}: status {resp.status}, complete {resp.complete}"
@@ -217,6 +237,7 @@ def half_close(ctx: CaseContext) -> str:
         try:
             resp = c.read_response(deadline=time.monotonic() + ctx.timing.request_timeout)
         except TimeoutError as exc:
+            out_of_time(ctx, "the stream after the half-close")
             raise Fail(
                 f"after the half-close the server neither finished nor closed within "
                 f"{ctx.timing.request_timeout:.0f} s: {exc}",

@@ -17,7 +17,12 @@ H2 = ("h2",)
 CONNECTION_SPECIFIC = {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
 
 
-@case("h2-no-connection-headers", "no connection-specific header fields on HTTP/2 (RFC 9113 §8.2.2)", protocols=H2)
+@case(
+    "h2-no-connection-headers",
+    "no connection-specific header fields on HTTP/2 (RFC 9113 §8.2.2)",
+    protocols=H2,
+    shared=True,
+)
 def no_connection_headers(ctx: CaseContext) -> str:
     """Response header block: lower-case names, only ``:status``, no hop-by-hop fields."""
     obs = observe_url(ctx) if ctx.external else fetch(ctx, ctx.path(n=2, interval="0.01"), SSE)
@@ -37,7 +42,9 @@ def no_connection_headers(ctx: CaseContext) -> str:
     return f"{len(names)} fields, none connection-specific: {', '.join(k.decode() for k in names)}"
 
 
-@case("h2-end-stream", "END_STREAM ends the stream right after the last token (no RST_STREAM)", protocols=H2)
+@case(
+    "h2-end-stream", "END_STREAM ends the stream right after the last token (no RST_STREAM)", protocols=H2, shared=True
+)
 def end_stream(ctx: CaseContext) -> str:
     """The last frame carries END_STREAM."""
     obs = observe_url(ctx) if ctx.external else fetch(ctx, ctx.path(n=3, interval=f"{ctx.timing.iv:.3f}"), SSE)

@@ -15,7 +15,7 @@ import dataclasses
 import time
 from typing import Any
 
-from ..target_app import expected_tokens
+from ..tokens import expected_tokens
 from . import CASES, case
 from ._checks import cancelled_in_budget, require_sse_tokens
 from .base import FAULT_SERVER, FAULT_TARGET, SSE, CaseContext, Fail, ServerFault, observe_h3, require

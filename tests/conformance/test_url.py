@@ -255,3 +255,33 @@ def test_url_budgets_default_to_llm_sizes() -> None:
     t = _url_timing(build_parser().parse_args(["--url", "http://127.0.0.1:9/"]), {})
     assert (t.request_timeout, t.max_duration, t.keepalive_budget, t.pacing_budget) == (300.0, 300.0, 20.0, 1.0)
     assert (t.cancel_budget, t.stall_budget) == (5.0, 60.0)
+
+
+def test_concurrency_limits_the_cases_in_flight_against_one_endpoint(servers: Servers) -> None:
+    good = servers.get("h1-uvicorn")
+    base = f"http://{good.endpoint.host}:{good.endpoint.port}/stream?n=4&interval=0.1"
+    one = external_target(base, concurrency=1, read_timeout=10)
+    cases = ["head", "h1-http10", "h1-keepalive-reuse", "h1-half-close"]
+    suite = run([one], cases)
+    took = [r.duration for r in suite.results if r.case in cases]
+    assert all(r.status == "pass" for r in suite.results if r.case in cases), [r.evidence for r in suite.results]
+    # One at a time: the run lasts at least as long as its cases added up.
+    assert suite.duration >= 0.95 * sum(took), (suite.duration, took)
+
+
+def test_cancel_from_outside_with_the_demo_gauge(servers: Servers) -> None:
+    good = servers.get("h1-uvicorn")
+    if not good.demo:
+        pytest.skip("the demo app is not mounted")
+    base = f"http://{good.endpoint.host}:{good.endpoint.port}/demo"
+    chat = {"model": "paced", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8, "stream": True}
+    ext = external_target(
+        base + "/v1/chat/completions",
+        method="POST",
+        body=json.dumps(chat).encode(),
+        headers=[("content-type", "application/json")],
+        read_timeout=10,
+        active_metric=ActiveMetric(base + "/metrics", "asgi_stream_demo_generations_running"),
+    )
+    r = verdicts(run([ext], ["client-close-cancel", "per-token"]), "client-close-cancel")["h1-url"]
+    expect(r, "pass", "(FIN): asgi_stream_demo_generations_running 1 → 0", "(RST, SO_LINGER 0)")

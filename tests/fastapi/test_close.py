@@ -13,9 +13,10 @@ import anyio
 import pytest
 
 from asgi_stream import Outcome
+from conformance.clients.h1 import H1Client
 
 from .app import KIND_IDS, KINDS
-from .conftest import stream_threads, wait_until
+from .conftest import OPTIONS, stream_threads, wait_until
 
 
 def _stalled(trace, quiet: float = 0.5, timeout: float = 15.0) -> None:
@@ -210,3 +211,22 @@ def test_sync_yield_dependency_is_torn_down_after_the_generator(with_line, key) 
         assert trace.dependency_closed_at >= finally_at
     finally:
         client.abort()
+
+
+@pytest.mark.parametrize("kind", ["hypercorn", "hypercorn-trio"])
+@pytest.mark.parametrize("fmt", ["sse", "jsonl"])
+def test_sync_generator_closed_after_its_step_on_hypercorn(server, key, fmt, kind) -> None:
+    """The same on hypercorn, on asyncio and on trio."""
+    pytest.importorskip("hypercorn")
+    from .app import Probes, make_app
+
+    probes = Probes()
+    running = server(make_app(probes, **OPTIONS), kind)
+    trace = probes.trace(key)
+    with H1Client(running.host, running.port, timeout=15.0) as client:
+        client.request("GET", f"/{fmt}/sync/{key}?delay=0.4")
+        client.read_chunks(2, deadline=time.monotonic() + 15)
+        closed_at = time.monotonic()
+    trace.wait_finally(10.0)
+    _assert_closed_after_its_step(trace, closed_at)
+    assert probes.record(key).outcome is Outcome.CANCELLED

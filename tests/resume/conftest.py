@@ -48,6 +48,14 @@ def key_prefix() -> str:
 
 
 @pytest.fixture
+def settled(redis_server: RedisServer, key_prefix: str) -> str:
+    """``key_prefix``, with its Redis marked as holding its data for long (a permanent
+    ``<prefix>settled``): an unknown stream is unknown at once, no recovery window."""
+    redis_server.command(b"SET", f"{key_prefix}settled".encode(), b"1")
+    return key_prefix
+
+
+@pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
     """``cluster(redis_url, grace=...)``: two workers (A, B) behind nginx; stopped at teardown."""
     if NGINX is None:
@@ -61,8 +69,10 @@ def cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
         heartbeat: float = 0.25,
         patience: float = 2.0,
         finish_retry: float = 5.0,
+        timeout: float = 1.0,
     ) -> Cluster:
         env = {
+            "RESUME_TIMEOUT": str(timeout),
             "RESUME_REDIS_URL": redis_url,
             "RESUME_GRACE": str(grace),
             "RESUME_HEARTBEAT": str(heartbeat),

@@ -28,6 +28,7 @@ function finish(reason) {
 
 es.addEventListener("open", () => {
   opens += 1;
+  process.stderr.write(`open ${opens}\n`); // progress, for tests that act on it
 });
 es.addEventListener("message", (event) => {
   messages.push({ data: event.data, lastEventId: event.lastEventId });

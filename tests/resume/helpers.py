@@ -95,3 +95,9 @@ def wait_for(predicate, timeout: float, interval: float = 0.05):  # type: ignore
         if time.monotonic() > deadline:
             return None
         time.sleep(interval)
+
+
+def told_to_retry(r: Read) -> bool:
+    """An EventSource's "come back" answer: a 200 event stream carrying only ``retry:``."""
+    body = b"".join(r.events)
+    return r.response is not None and r.response.status == 200 and body.startswith(b"retry: ") and b"data:" not in body
