@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent set-up: a virtualenv in .venv with asgi-stream and everything its demo,
 # tests and benchmarks use. `--system` also installs the Debian packages the tests
-# start (nginx, redis, chromium, node for the EventSource client) when they are missing.
+# start (nginx, redis, chromium, node for the EventSource client, nftables and iproute2
+# for the network-namespace test) when they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +15,9 @@ if [[ "${1:-}" == "--system" ]]; then
   command -v chromium >/dev/null 2>&1 || missing+=(chromium chromium-driver)
   command -v node >/dev/null 2>&1 || missing+=(nodejs)
   command -v npm >/dev/null 2>&1 || missing+=(npm)
+  # The vanished-peer test drops packets in a network namespace of its own.
+  command -v nft >/dev/null 2>&1 || [[ -x /usr/sbin/nft ]] || missing+=(nftables)
+  command -v ip >/dev/null 2>&1 || [[ -x /usr/sbin/ip ]] || missing+=(iproute2)
   if ((${#missing[@]})); then
     echo "setup: installing ${missing[*]}"
     SUDO=""

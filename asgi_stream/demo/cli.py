@@ -130,13 +130,12 @@ def _announce(host: str, port: int, http2: bool) -> None:
 
 
 def _listen(host: str, port: int) -> socket.socket:
-    """A listening socket: connections made once the URL is printed wait in its backlog."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(2048)
-    return sock
+    """A listening socket: connections made once the URL is printed wait in its backlog;
+    a client that vanished (no FIN) is dropped within PeerTimeouts' defaults (30 s),
+    not the kernel's 15 minutes of retransmission."""
+    from ..net import listen_socket
+
+    return listen_socket(host, port, backlog=2048)
 
 
 def _serve_uvicorn(app: Any, host: str, port: int) -> None:

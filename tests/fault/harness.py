@@ -252,17 +252,17 @@ class Run:
 
     def start_thread(self, target: Callable[[], None], name: str) -> threading.Thread:
         """Start an app thread (a producer), counted as running until it returns."""
-        self.ledger.add(1)
 
         def main() -> None:
             try:
                 target()
             finally:  # counted out by the loop, after the thread's last posts
                 assert self.loop is not None
-                if not post(self.loop, self.ledger.add, -1):
-                    self.ledger.add(-1)
+                if not post(self.loop, self.ledger.add, -1, thread):
+                    self.ledger.add(-1, thread)
 
         thread = threading.Thread(target=main, name=name, daemon=True)
+        self.ledger.add(1, thread, lambda: thread.ident is None or thread.is_alive())
         self.threads.append(thread)
         thread.start()
         return thread

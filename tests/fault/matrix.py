@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import json
 import sys
 import threading
@@ -293,11 +292,11 @@ def _count_threads_in(ledger: Ledger) -> Iterator[None]:
         return lambda: driver._thread is None or driver._thread.is_alive()
 
     async def next_(self: SyncIteratorDriver) -> Any:
-        async with ledger.awaiting_thread(alive(self)):
+        async with ledger.awaiting_thread(self, alive(self)):
             return await orig_next(self)
 
     async def wait_closed(self: SyncIteratorDriver) -> None:
-        async with ledger.awaiting_thread(alive(self)):
+        async with ledger.awaiting_thread(self, alive(self)):
             await orig_wait(self)
 
     async def run_sync(*args: Any, **kwargs: Any) -> Any:
@@ -448,10 +447,6 @@ async def _main(run: Run, report: Report) -> None:
                 await anyio.lowlevel.checkpoint()
             for _ in range(20):
                 await anyio.lowlevel.checkpoint()
-            if run.kind in GC_CLOSED_KINDS and not run.seen.finally_at:
-                gc.collect()
-                for _ in range(20):
-                    await anyio.lowlevel.checkpoint()
             leftover = [t for t in _tasks() if t not in before and not _outlives_requests(t)]
             if leftover:
                 report.violations.append("tasks left behind: " + ", ".join(_task_name(t) for t in leftover))
@@ -490,8 +485,10 @@ def _check(run: Run, result: ServerOutcome, want: Expect) -> list[str]:
     # the generator: started at most once, closed exactly when started
     if seen.gen_started > 1:
         problems.append(f"generator: started {seen.gen_started} times")
-    if len(seen.finally_at) != seen.gen_started:
-        problems.append(f"generator: finally ran {len(seen.finally_at)} times (started {seen.gen_started})")
+    closes = len(seen.finally_at)
+    if closes > seen.gen_started or (closes < seen.gen_started and run.kind not in GC_CLOSED_KINDS):
+        # (GC_CLOSED_KINDS: documented to be closed by the garbage collector, test_gc_closes_*)
+        problems.append(f"generator: finally ran {closes} times (started {seen.gen_started})")
     if seen.natural_end and not want.may_finish and not (run.kind in THREAD_KINDS and run.point == "after_last"):
         problems.append("generator: ran to its end although the stream was over")
     # on_end

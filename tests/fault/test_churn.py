@@ -110,6 +110,11 @@ def test_churn(servers: dict[str, churn.Server], http: str, kind: str, mode: str
         if base is None:
             base = now
         leaks = _leaks(kind, base, now)
+        deadline = time.monotonic() + 2.0  # sockets and tasks of the last connections may still be closing
+        while leaks and time.monotonic() < deadline and not now["inflight"].get(kind):
+            time.sleep(0.1)
+            now = server.stats(collect=collect)
+            leaks = _leaks(kind, base, now)
         if leaks:
             violations.extend(f"{leak} (wave {n})" for leak in leaks)
             break

@@ -4,6 +4,7 @@ clock shim, the fake server's controls, and repeatable runs."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import time
 from typing import Any
@@ -173,3 +174,16 @@ def test_runs_repeat_exactly(kind: str, point: str, event: str) -> None:
     first = [run_combination(kind, point, event, "trio").violations for _ in range(5)]
     assert all(v == first[0] for v in first)
     assert threading.active_count() < 200
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_gc_closes_a_sync_streaming_response_after_a_disconnect(backend: str) -> None:
+    """The documented limit of passthrough for sync iterators: after a disconnect the
+    matrix does not wait for the garbage collector, so check here that it does close it."""
+    report = run_combination("sr_sync", "send_mid", "disconnect", backend)
+    assert report.run is not None and report.run.seen.gen_started == 1
+    gc.collect()
+    deadline = time.monotonic() + 5
+    while not report.run.seen.finally_at and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(report.run.seen.finally_at) == 1

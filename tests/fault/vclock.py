@@ -42,38 +42,67 @@ class Stuck(RuntimeError):
 class Ledger:
     """Threads that owe the event loop a wake-up (the clocks do not jump meanwhile).
 
-    A thread that keeps the clocks frozen for :data:`STUCK_AFTER` real seconds is
-    taken to never answer (it died, or blocks for real): the ledger then records it in
-    :attr:`stuck` and stops holding time back, so the run goes on and shows the hang.
+    Counts are kept per thread (or per sync-iterator driver, resolved to its thread):
+    what a thread that has exited still owes is void, since it will never answer (its
+    last posts, if any, reached the loop before it exited). When that leaves the loop
+    awaiting a dead thread, or a live thread keeps the clocks frozen for
+    :data:`STUCK_AFTER` real seconds, :attr:`stuck` records it and the ledger stops
+    holding time back, so the run goes on and shows the hang.
     """
+
+    #: Real seconds a thread must have exited before what it owed is void.
+    DEAD_GRACE = 0.05
 
     def __init__(self) -> None:
         self._cv = threading.Condition(threading.Lock())
-        self._owed = 0
+        self._counts: dict[object, int] = {}
+        self._alive: dict[object, Callable[[], bool]] = {}
+        self._dead_at: dict[object, float] = {}
+        #: Keys the loop awaits an answer from (a dead one there is a hang).
+        self._awaits: set[object] = set()
         self._busy_since: float | None = None
         #: Real seconds a thread kept the clocks frozen before the ledger gave up on it.
         self.stuck: float | None = None
         self._armed: list[threading.Event] = []
-        #: Liveness of the threads the loop awaits by name (see awaiting_thread).
-        self._awaited: dict[int, Callable[[], bool]] = {}
-        self._dead_since: float | None = None
 
-    def add(self, n: int) -> None:
-        """Count ``n`` more (or fewer) threads as running."""
+    def add(self, n: int, key: object = None, alive: Callable[[], bool] | None = None) -> None:
+        """Count ``n`` more (or fewer) running threads for ``key`` (a thread, a driver;
+        None: an anonymous one that never exits, e.g. a pool worker)."""
         with self._cv:
-            self._owed += n
-            if self._owed <= 0:
+            self._counts[key] = self._counts.get(key, 0) + n
+            if alive is not None:
+                self._alive[key] = alive
+            if self._owed() <= 0:
                 self._cv.notify_all()
+
+    def _owed(self) -> int:
+        """What the live threads owe (the lock is held)."""
+        total, now = 0, None
+        for key, count in self._counts.items():
+            if not count:
+                continue
+            alive = self._alive.get(key)
+            if alive is not None and not alive():
+                now = now or _time.monotonic()
+                dead_at = self._dead_at.setdefault(key, now)
+                if now - dead_at > self.DEAD_GRACE:
+                    if count > 0 and key in self._awaits and self.stuck is None:
+                        self.stuck = now - (self._busy_since or now)  # the loop awaits a dead thread
+                    continue
+            # awaiting two answers from one thread (next() and its close) is still one wake-up owed
+            total += min(count, 1) if key in self._awaits else count
+        return total
 
     @property
     def busy(self) -> bool:
         """Whether some thread is running and will wake the loop."""
-        return self._owed > 0 and self.stuck is None
+        with self._cv:
+            return self.stuck is None and self._owed() > 0
 
     def wait_idle(self, timeout: float) -> bool:
         """Block (GIL released) up to ``timeout`` real seconds for the threads to settle."""
         with self._cv:
-            if self._owed <= 0 or self.stuck is not None:
+            if self.stuck is not None or self._owed() <= 0:
                 self._busy_since = None
                 return True
             now = _time.monotonic()
@@ -82,17 +111,8 @@ class Ledger:
             elif now - self._busy_since > STUCK_AFTER:
                 self.stuck = now - self._busy_since
                 return True
-            if self._awaited and len(self._awaited) >= self._owed and not any(a() for a in self._awaited.values()):
-                # every thread the loop waits for has exited: nothing will ever answer
-                if self._dead_since is None:
-                    self._dead_since = now
-                elif now - self._dead_since > 0.05:
-                    self.stuck = now - self._busy_since
-                    return True
-            else:
-                self._dead_since = None
             self._cv.wait(timeout)
-            return self._owed <= 0
+            return self.stuck is not None or self._owed() <= 0
 
     def idle_again(self) -> None:
         """The loop got an event: restart the stuck timer."""
@@ -112,24 +132,20 @@ class Ledger:
                 event.set()
 
     @contextlib.asynccontextmanager
-    async def awaiting_thread(self, alive: Callable[[], bool] | None = None) -> Any:
+    async def awaiting_thread(self, key: object = None, alive: Callable[[], bool] | None = None) -> Any:
         """Loop side: count a thread as running while the loop awaits its answer;
         ``alive()`` tells whether that thread still exists (a dead one never answers)."""
-        key = object()
         with self._cv:
-            self._owed += 1
-            if alive is not None:
-                self._awaited[id(key)] = alive
+            self._awaits.add(key)
+        self.add(1, key, alive)
         try:
             yield
         finally:
-            with self._cv:
-                self._awaited.pop(id(key), None)
-            self.add(-1)
+            self.add(-1, key)
 
     def sleeper(self) -> Sleeper:
-        """A one-shot wake-up for a thread that waits (out of the count) for the loop."""
-        return Sleeper(self)
+        """A one-shot wake-up for the calling thread (see :class:`Sleeper`)."""
+        return Sleeper(self, threading.current_thread())
 
 
 class Sleeper:
@@ -141,16 +157,17 @@ class Sleeper:
     wakes it counts it back in first, so no clock can jump in between.
     """
 
-    __slots__ = ("_event", "_ledger", "_woken")
+    __slots__ = ("_event", "_ledger", "_thread", "_woken")
 
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Ledger, thread: threading.Thread) -> None:
         self._ledger = ledger
+        self._thread = thread
         self._event = threading.Event()
         self._woken = False
 
     def park(self) -> None:
         """Loop side: the thread waits from now on (it no longer owes a wake-up)."""
-        self._ledger.add(-1)
+        self._ledger.add(-1, self._thread, self._thread.is_alive)
 
     def wake(self) -> None:
         """Release the waiting thread (any thread, idempotent)."""
@@ -158,7 +175,7 @@ class Sleeper:
             if self._woken:
                 return
             self._woken = True
-            self._ledger._owed += 1
+        self._ledger.add(1, self._thread, self._thread.is_alive)
         self._event.set()
 
     def wait(self, real_timeout: float = 30.0) -> bool:
@@ -213,6 +230,8 @@ def trio_clock(ledger: Ledger) -> Iterator[trio.testing.MockClock]:
     finally:
         _ledgers.pop(id(clock), None)
         _idle_since.pop(id(clock), None)
+        if not _ledgers:
+            trio.testing.MockClock._autojump = _original_autojump  # type: ignore[method-assign]
 
 
 def seed_trio_scheduler(seed: int) -> None:

@@ -183,3 +183,22 @@ def test_a_reader_leaving_releases_a_waiting_producer() -> None:
 async def _take(reader, n):
     for _ in range(n):
         yield await reader.__anext__()
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_a_resume_cancelled_before_its_pump_starts_leaves_no_reader_attached(backend: str) -> None:
+    """A consumer is attached from its creation; a request cancelled before its pump task
+    ran (server shutdown, a client gone at once) must still detach it, or the producer
+    would wait for it for ever and never count the stream as abandoned."""
+    store = MemoryStore()
+    app = burst_app(store, n=3, size=10)
+
+    async def main() -> None:
+        first = await call(app, http_scope(headers=[(b"accept", b"text/event-stream")]))
+        sid = first.headers[b"x-stream-id"].decode()
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            await call(app, http_scope(headers=[(b"last-event-id", f"{sid}.1".encode())]))
+        assert store._streams[sid].readers == []
+
+    anyio.run(main, backend=backend)
