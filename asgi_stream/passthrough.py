@@ -177,9 +177,12 @@ class Passthrough(Stream):
 
     # ------------------------------------------------------------ keepalive
     def boundary(self) -> str:
-        """Where the body stands: ``event`` (between events), ``line`` or ``mid``."""
+        """Where the body stands: ``event`` (between events), ``line`` or ``mid``. An
+        NDJSON record ends at its newline; an SSE event at a blank line."""
         tail = self.tail
         if not tail or tail.endswith((b"\n\n", b"\r\n\r\n", b"\r\r", b"\n\r\n")):
+            return "event"
+        if isinstance(self.framer, NDJSONFramer) and tail.endswith(b"\n"):
             return "event"
         if tail.endswith(b"\n"):
             return "line"

@@ -130,11 +130,6 @@ def test_httpx_iter_lines_over_a_real_server(server) -> None:
     assert [json.loads(line) for line in lines] == TRICKY
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="stream core: a passthrough NDJSON stream counts only a blank line as an event boundary "
-    "(Passthrough.boundary), so it never sends an in-band error line after a complete line",
-)
 def test_the_error_line_of_a_passthrough_stream_is_escaped(server) -> None:
     srv = server(_app([]))
     with httpx.stream("GET", f"{srv.url}/fails", timeout=10) as response:
