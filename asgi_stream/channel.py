@@ -47,7 +47,7 @@ class TokenChannel:
         self.high_water = 0
 
     # ------------------------------------------------------------ producer side
-    def put(self, token: Any) -> bool:
+    def put(self, token: object) -> bool:
         """Queue a token (any thread, never blocks). Returns False once the channel is
         closed or cancelled: the producer should stop."""
         if self.cancel_token.cancelled:
@@ -99,7 +99,7 @@ class TokenChannel:
     def __aiter__(self) -> TokenChannel:
         return self
 
-    async def __anext__(self) -> Any:
+    async def __anext__(self) -> object:
         while True:
             with self._lock:
                 if self._items:

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from .errors import FramingError
-
-_NO_DATA: Any = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,7 +18,7 @@ class Event:
     bad event never reaches the wire.
     """
 
-    data: Any = _NO_DATA
+    data: object = None
     event: str | None = None
     id: str | None = None
     retry: int | None = None

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import types
 from functools import lru_cache
-from typing import Any
 
 from ._types import Send
 
@@ -46,7 +45,7 @@ def _transparent_codes() -> frozenset[types.CodeType]:
     return frozenset(codes)
 
 
-def unwrap(send: Send, stop: Any = None) -> Send:
+def unwrap(send: Send, stop: Send | None = None) -> Send:
     """The innermost ``send`` behind known pass-through wrappers (``send`` itself if
     it is not one). Stops early at ``stop``."""
     codes = _transparent_codes()
@@ -56,9 +55,10 @@ def unwrap(send: Send, stop: Any = None) -> Send:
         code = getattr(send, "__code__", None)
         if code not in codes:
             return send
-        cells = dict(zip(code.co_freevars, send.__closure__ or ()))  # type: ignore[attr-defined]
+        cells = dict(zip(code.co_freevars, getattr(send, "__closure__", None) or ()))
         try:
-            send = cells["send"].cell_contents
+            inner: Send = cells["send"].cell_contents
         except (KeyError, ValueError):
             return send
+        send = inner
     return send

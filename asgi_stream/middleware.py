@@ -4,7 +4,8 @@ wire guarantees. One line: ``app.add_middleware(StreamMiddleware)``."""
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Unpack
 
 import anyio
 import anyio.abc
@@ -13,7 +14,7 @@ import anyio.lowlevel
 from . import _clock, shutdown
 from ._types import ASGIApp, Message, Receive, Scope, Send
 from .cancel import CancelToken
-from .config import DEFAULT_STREAM_MEDIA_TYPES, UNSET, StreamConfig
+from .config import DEFAULT_STREAM_MEDIA_TYPES, StreamConfig, StreamOptions
 from .integrations import fastapi as fastapi_integration
 from .lifecycle import Ending
 from .passthrough import Passthrough, media_type_of, spec_version
@@ -26,9 +27,13 @@ from .resume.store import ReplayStore
 from .scope import CTX_KEY, endpoint_name, full_path, unwrap_task_group_error
 from .stream import Stream
 
+if TYPE_CHECKING:
+    from .resume.producer import Producer
+
 logger = logging.getLogger("asgi_stream")
 
 _UNDECIDED, _PASS, _TOKEN, _STREAM = range(4)
+_DEFAULTS = StreamConfig()
 
 
 class StreamMiddleware:
@@ -43,46 +48,24 @@ class StreamMiddleware:
     def __init__(
         self,
         app: ASGIApp,
+        config: StreamConfig | None = None,
         *,
-        default_format: str = "text",
-        keepalive: float | None = 15.0,
-        flush: Any = UNSET,
-        send_timeout: float | None = 30.0,
-        max_buffer: int = 1 << 20,
-        shutdown_grace: float = 10.0,
-        close_timeout: float = 5.0,
-        block_warning: float | None = 0.5,
-        anti_buffering: bool = True,
-        resumable: bool = False,
         resume_store: ReplayStore | None = None,
-        resume_grace: float = 30.0,
-        resume_owner: Any = None,
-        error_payload: Any = UNSET,
-        on_start: Any = None,
-        on_end: Any = None,
-        on_cancel: Any = None,
-        stream_media_types: frozenset[str] | set[str] = DEFAULT_STREAM_MEDIA_TYPES,
+        stream_media_types: Iterable[str] = DEFAULT_STREAM_MEDIA_TYPES,
         handle_signals: bool = True,
+        **options: Unpack[StreamOptions],
     ) -> None:
+        """``config`` (a :class:`StreamConfig`) and/or keyword ``options`` (its fields:
+        ``keepalive=5``, ``flush=Coalesce()``, …) set the app-wide stream options; invalid
+        ones fail here. ``resume_store`` keeps resumable streams (a MemoryStore is made
+        when ``resumable=True`` or a resume arrives), ``stream_media_types`` are the
+        media types a passthrough stream is recognised by, ``handle_signals`` chains
+        SIGINT/SIGTERM for shutdown drain."""
         self.app = app
-        self.config = StreamConfig().merged(
-            default_format=default_format,
-            keepalive=keepalive,
-            flush=flush,
-            send_timeout=send_timeout,
-            max_buffer=max_buffer,
-            shutdown_grace=shutdown_grace,
-            close_timeout=close_timeout,
-            block_warning=block_warning,
-            anti_buffering=anti_buffering,
-            resumable=resumable,
-            resume_grace=resume_grace,
-            resume_owner=resume_owner,
-            error_payload=error_payload,
-            on_start=on_start,
-            on_end=on_end,
-            on_cancel=on_cancel,
-        )
+        if config is not None and not isinstance(config, StreamConfig):
+            raise TypeError(f"config must be a StreamConfig, got {config!r}")
+        self.config = (config or _DEFAULTS).replace(**options)
+        resumable = self.config.resumable
         self.stream_media_types = frozenset(m.lower() for m in stream_media_types)
         #: Where resumable streams are kept (created on first use when not given).
         if resume_store is None and resumable:
@@ -90,7 +73,7 @@ class StreamMiddleware:
         self.resume_store: ReplayStore | None = resume_store
         self.handle_signals = handle_signals
         #: Streams (and resumable producers) in flight, for shutdown drain and introspection.
-        self.active: set[Any] = set()
+        self.active: set[Stream | Producer] = set()
         self.draining = False
         self._loop: anyio.lowlevel.EventLoopToken | None = None
         fastapi_integration.install_if_imported()  # FastAPI's own SSE / JSON Lines streams
@@ -269,7 +252,7 @@ class RequestContext:
         if mw.draining:
             stream.begin_drain(mw.config.shutdown_grace)
 
-    def attach_producer(self, producer: Any) -> None:
+    def attach_producer(self, producer: Producer) -> None:
         """Register a resumable stream's producer for shutdown drain (it removes itself)."""
         mw = self.middleware
         mw.active.add(producer)

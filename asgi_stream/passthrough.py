@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from types import FrameType
 from typing import Any
 
 import anyio
@@ -278,12 +279,12 @@ class Passthrough(Stream):
 def _caller_body_iterator() -> object | None:
     """The ``body_iterator`` of the response whose ``stream_response`` is sending the
     start message (Starlette and the responses built on it), if it can be found."""
-    frame = sys._getframe(2)
+    frame: FrameType | None = sys._getframe(2)
     for _ in range(_FRAME_DEPTH):
         if frame is None:
             return None
         owner = frame.f_locals.get("self")
-        iterator = getattr(owner, "body_iterator", None) if owner is not None else None
+        iterator: object | None = getattr(owner, "body_iterator", None) if owner is not None else None
         if iterator is not None:
             return iterator
         frame = frame.f_back

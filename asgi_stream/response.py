@@ -12,8 +12,9 @@ from starlette.responses import Response
 from . import _clock
 from ._types import Receive, Scope, Send, TokenSource
 from .cancel import CancelToken
-from .config import UNSET, Hook, StreamConfig
+from .config import UNSET, Hook, StreamConfig, Unset
 from .fastpath import unwrap
+from .flush import FlushPolicy
 from .framing import make_framer
 from .headers import stream_headers
 from .negotiate import FORMATS, Format, media_type_for, negotiate
@@ -62,13 +63,13 @@ class TokenStream(Response):
         status_code: int = 200,
         headers: Mapping[str, str] | None = None,
         cancel: CancelToken | None = None,
-        end: Any = None,
-        keepalive: float | None = UNSET,
-        flush: Any = UNSET,
-        send_timeout: float | None = UNSET,
-        max_buffer: int = UNSET,
-        anti_buffering: bool = UNSET,
-        resumable: bool = UNSET,
+        end: object = None,
+        keepalive: float | Unset | None = UNSET,
+        flush: FlushPolicy | Unset = UNSET,
+        send_timeout: float | Unset | None = UNSET,
+        max_buffer: int | Unset = UNSET,
+        anti_buffering: bool | Unset = UNSET,
+        resumable: bool | Unset = UNSET,
         on_start: Hook | None = None,
         on_end: Hook | None = None,
         on_cancel: Hook | None = None,
@@ -87,7 +88,7 @@ class TokenStream(Response):
         self.name = name
         self.cancel_token = cancel if cancel is not None else CancelToken()
         self.media_type = None
-        self._overrides = {
+        overrides: dict[str, object] = {
             "keepalive": keepalive,
             "flush": flush,
             "send_timeout": send_timeout,
@@ -95,6 +96,14 @@ class TokenStream(Response):
             "anti_buffering": anti_buffering,
             "resumable": resumable,
         }
+        self._overrides = {k: v for k, v in overrides.items() if v is not UNSET}
+        if self._overrides:
+            _DEFAULT_CONFIG.replace(**self._overrides)  # invalid options fail here, not mid-request
+        for hook_name, hook in (("on_start", on_start), ("on_end", on_end), ("on_cancel", on_cancel)):
+            if hook is not None and not callable(hook):
+                raise TypeError(f"{hook_name} must be a callable or None, got {hook!r}")
+        if cancel is not None and not isinstance(cancel, CancelToken):
+            raise TypeError(f"cancel must be a CancelToken or None, got {cancel!r}")
         self._hooks = (on_start, on_end, on_cancel)
         self.init_headers(headers)
         #: The record of the stream once it runs (None before).
@@ -185,7 +194,7 @@ class TokenStream(Response):
             pump.add_end_hook(on_end)
         if on_cancel is not None:
             pump.add_cancel_hook(on_cancel)
-        if relayed:
+        if relayed and ctx is not None:
             ctx.relay_for(pump)
         if ctx is not None:
             await self._run_in_context(ctx, pump, hub, head, on_start)
@@ -209,5 +218,5 @@ class TokenStream(Response):
 def _header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope.get("headers", ()):
         if key == name:
-            return value.decode("latin-1")
+            return bytes(value).decode("latin-1")
     return None

@@ -15,8 +15,8 @@ CTX_KEY = "asgi_stream.context"
 def full_path(scope: Scope) -> str:
     """The request path including any mount prefix (``root_path``), whichever ASGI
     convention the server and router follow."""
-    path = scope.get("path", "")
-    root = scope.get("root_path", "")
+    path = str(scope.get("path", ""))
+    root = str(scope.get("root_path", ""))
     return path if not root or path.startswith(root) else root + path
 
 
@@ -25,7 +25,7 @@ def endpoint_name(scope: Scope) -> str:
     endpoint: Any = scope.get("endpoint")
     if endpoint is None:
         route = scope.get("route")
-        return getattr(route, "path", None) or scope.get("path", "?")
+        return str(getattr(route, "path", None) or scope.get("path", "?"))
     module = getattr(endpoint, "__module__", None)
     name = getattr(endpoint, "__qualname__", None) or getattr(endpoint, "__name__", None) or repr(endpoint)
     return f"{module}.{name}" if module else name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from .ndjson import JSONL_MEDIA_TYPE, NDJSONFramer
@@ -23,7 +24,7 @@ class Framer(Protocol):
     def finish(self) -> bytes:
         """Bytes to close a successful stream; raises FramingError on an incomplete state."""
 
-    def error(self, payload: dict[str, Any]) -> bytes | None:
+    def error(self, payload: Mapping[str, object]) -> bytes | None:
         """A framed error, or None when the format has no in-band error channel."""
 
 

@@ -29,7 +29,7 @@ def to_json(value: Any) -> str:
     """Encode a JSON value (or a pydantic model) compactly, or raise FramingError."""
     dump = getattr(value, "model_dump_json", None)
     if dump is not None:
-        return dump()
+        return str(dump())
     try:
         return _json_encode(value)
     except ValueError as exc:

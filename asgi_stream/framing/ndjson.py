@@ -10,6 +10,7 @@ client. Comments and ``retry`` have no NDJSON form and are skipped.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from ..events import Event
@@ -86,6 +87,6 @@ class NDJSONFramer:
             self._utf8.finish()
         return b""
 
-    def error(self, payload: dict[str, Any]) -> bytes:
+    def error(self, payload: Mapping[str, object]) -> bytes:
         """The error line, ``{"error": {...}}``."""
         return ndjson_line(to_json(payload))

@@ -7,6 +7,7 @@ ends with a blank line; the output is always UTF-8.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from ..events import Event
@@ -100,6 +101,6 @@ class SSEFramer:
             self._utf8.finish()
         return b""
 
-    def error(self, payload: dict[str, Any]) -> bytes:
+    def error(self, payload: Mapping[str, object]) -> bytes:
         """An ``event: error`` carrying the JSON payload."""
         return encode_utf8("event: error\ndata: " + to_json(payload) + "\n\n")

@@ -8,6 +8,7 @@ truncated answer for a complete one.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from ..events import Event
@@ -60,6 +61,6 @@ class TextFramer:
             self._utf8.finish()
         return b""
 
-    def error(self, payload: dict[str, Any]) -> bytes | None:
+    def error(self, payload: Mapping[str, object]) -> bytes | None:
         """Plain text cannot carry an error in band: None tells the stream to abort."""
         return None

@@ -178,9 +178,9 @@ class IncrementalDetokenizer:
             return ""
         kwargs = {"skip_special_tokens": self.skip_special_tokens, "clean_up_tokenization_spaces": False}
         if self.lock is None:
-            return self.tokenizer.decode(ids, **kwargs)
+            return str(self.tokenizer.decode(ids, **kwargs))
         with self.lock:
-            return self.tokenizer.decode(ids, **kwargs)
+            return str(self.tokenizer.decode(ids, **kwargs))
 
     def push(self, token_id: int) -> str:
         """Add one id; returns the text it completes (possibly ``""``)."""
@@ -417,7 +417,7 @@ class Generation:
 
     async def text(self) -> str:
         """Collect the whole output (for non-streaming responses)."""
-        parts = [piece async for piece in self.channel]
+        parts = [str(piece) async for piece in self.channel]
         return "".join(parts)
 
     def join(self, timeout: float | None = None) -> bool:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from .._types import Scope, Send
@@ -62,7 +62,7 @@ class ReplayFramer:
         """Nothing: the stored stream carries its own ending."""
         return b""
 
-    def error(self, payload: dict[str, Any]) -> bytes | None:
+    def error(self, payload: Mapping[str, object]) -> bytes | None:
         """An in-band error in the stream's format."""
         return self.inner.error(payload)
 
