@@ -23,16 +23,15 @@ from asgi_stream import (
     TokenStream,
     current_cancel_token,
 )
-
-from .support.wire import Client
+from conformance.clients import H1Client
 
 BUDGET = 0.5  # generous for a shared 2-core machine; benchmarks measure the real figure
 
 
-def open_stream(port: int, path: str = "/") -> Client:
+def open_stream(port: int, path: str = "/") -> H1Client:
     """Open a stream and wait for its first chunk."""
-    c = Client(port)
-    c.send_request("GET", path, [("accept", "text/event-stream")])
+    c = H1Client("127.0.0.1", port)
+    c.request("GET", path, [("accept", "text/event-stream")])
     for item in c.stream():
         if hasattr(item, "data"):
             break
@@ -164,7 +163,7 @@ def test_request_body_is_still_readable_by_the_endpoint(server) -> None:
     app = Starlette(routes=[Route("/", endpoint, methods=["POST"])])
     app.add_middleware(StreamMiddleware)
     srv = server(app)
-    with Client(srv.port) as c:
+    with H1Client("127.0.0.1", srv.port) as c:
         r = c.fetch("POST", "/", body=b"x" * 100_000)
     assert r.body == b"X" * 100_000
 
@@ -182,7 +181,7 @@ def test_reading_the_empty_body_late_neither_hangs_nor_loses_it(server) -> None:
     app = Starlette(routes=[Route("/", endpoint)])
     app.add_middleware(StreamMiddleware)
     srv = server(app)
-    with Client(srv.port, timeout=5) as c:
+    with H1Client("127.0.0.1", srv.port, timeout=5) as c:
         r = c.fetch("GET", "/")
     assert r.body == b"firstbody=b''"
 
@@ -207,8 +206,8 @@ def test_on_cancel_hook_and_token_cancel_from_another_thread(server, probe) -> N
     app = Starlette(routes=[Route("/", endpoint)])
     app.add_middleware(StreamMiddleware)
     srv = server(app)
-    with Client(srv.port) as c:
-        c.send_request("GET", "/", [("accept", "text/event-stream")])
+    with H1Client("127.0.0.1", srv.port) as c:
+        c.request("GET", "/", [("accept", "text/event-stream")])
         t = threading.Timer(0.3, lambda: tokens[0].cancel())
         t.start()
         response = None

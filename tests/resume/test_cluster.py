@@ -52,7 +52,7 @@ def test_ndjson_resume_on_the_other_worker_with_a_line_cursor(cluster, redis_ser
     cursor = f"{first.stream_id}.{len(first.events)}"
     rest = read(c.port, path, NDJSON + [("last-event-id", cursor)], separator=b"\n")
     assert first.worker != rest.worker
-    assert rest.response.headers["content-type"].startswith("application/x-ndjson")
+    assert rest.response.header_map["content-type"].startswith("application/x-ndjson")
     assert b"".join(first.events + rest.events) == b"".join(whole.events)
     assert json.loads(rest.events[-1]) == "[DONE]"
 

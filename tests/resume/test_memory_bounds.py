@@ -156,9 +156,9 @@ def test_the_timer_runs_in_a_real_server_and_ends_with_it() -> None:
     from starlette.routing import Route
 
     from asgi_stream import StreamMiddleware, TokenStream
+    from conformance.clients import H1Client
 
     from ..support.servers import serve
-    from ..support.wire import Client
 
     store = MemoryStore(Limits(ttl=0.1))
 
@@ -168,13 +168,13 @@ def test_the_timer_runs_in_a_real_server_and_ends_with_it() -> None:
     app = Starlette(routes=[Route("/chat", endpoint)])
     app.add_middleware(StreamMiddleware, resume_store=store)
     with serve(app, "uvicorn") as srv:
-        with Client(srv.port) as c:
+        with H1Client("127.0.0.1", srv.port) as c:
             assert c.fetch("GET", "/chat").status == 200  # finished: expires in 0.1 s
         end = time.monotonic() + 10
         while store.streams and time.monotonic() < end:
             time.sleep(0.02)
         assert store.streams == 0, "the finished stream was not expired by the timer"
-        with Client(srv.port) as c:  # one more, still kept when the server stops
+        with H1Client("127.0.0.1", srv.port) as c:  # one more, still kept when the server stops
             assert c.fetch("GET", "/chat").status == 200
         assert store.streams == 1
     assert store._sweeper is not None and store._sweeper.done, "the timer outlived the server"
