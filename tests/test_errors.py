@@ -15,7 +15,7 @@ from asgi_stream import Outcome, StreamMiddleware, TokenStream
 from conformance.clients import H1Client
 from conformance.sse import parse_sse as parse
 
-from .conftest import wait_for
+from .support.waiting import wait_for
 
 
 def failing_after(n: int, exc: BaseException):

@@ -19,7 +19,7 @@ from asgi_stream import Outcome, StreamMiddleware, TokenStream, current_stream
 from conformance.clients import H1Client
 from conformance.sse import parse_sse as parse
 
-from .conftest import wait_for
+from .support.waiting import wait_for
 
 
 async def slow_tokens(n: int = 5, interval: float = 0.05):
@@ -278,8 +278,6 @@ def test_http2_one_data_frame_per_token_and_rst_stream_cancels_one_stream(server
     assert not names & {b"connection", b"keep-alive", b"transfer-encoding", b"upgrade"}
     data_frames = [c.data for c in a.chunks if c.data]
     assert data_frames == [f"data: a{i}\n\n".encode() for i in range(6)]
-    deadline = time.monotonic() + 5
-    while "b" not in finals and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for(lambda: "b" in finals, message="the reset stream's generator never finished")
     assert finals["b"] - t_cancel < 0.5  # only the reset stream was cancelled …
     assert finals["a"] > finals["b"]  # … the other one completed

@@ -25,7 +25,7 @@ from asgi_stream import (
 )
 from conformance.clients import H1Client
 
-from .conftest import wait_for
+from .support.waiting import wait_for
 
 KINDS = ["async", "sync", "coalesce", "channel"]
 

@@ -85,18 +85,6 @@ def normalise(raw: bytes) -> bytes:
     return ID_LINE.sub(b"id: ################.", raw)
 
 
-def wait_for(predicate, timeout: float, interval: float = 0.05):  # type: ignore[no-untyped-def]
-    """Poll until ``predicate()`` is truthy (returns it) or the timeout passes (None)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            return None
-        time.sleep(interval)
-
-
 def told_to_retry(r: Read) -> bool:
     """An EventSource's "come back" answer: a 200 event stream carrying only ``retry:``."""
     body = b"".join(r.events)

@@ -29,7 +29,8 @@ from asgi_stream import StreamMiddleware, TokenStream
 from asgi_stream.resume import StoreUnavailable, StreamMeta
 from conformance.clients import H1Client
 
-from .helpers import read, wait_for
+from ..support.waiting import wait_for
+from .helpers import read
 from .test_eventsource import CLIENT_JS, _node_eventsource
 from .test_redis_failures import expected, in_background
 
@@ -159,7 +160,7 @@ def test_the_http_answers_while_redis_cannot_tell(server, redis_server, key_pref
             r = c.fetch("GET", "/chat", SSE + cursor)
         return r if r.status == 204 else None
 
-    assert wait_for(settled, 20, interval=0.2), "the unknown stream never got its 204"
+    wait_for(settled, 20, interval=0.2, message="the unknown stream never got its 204")
 
 
 def test_an_unreachable_store_tells_an_eventsource_to_come_back(server, own_redis, key_prefix) -> None:
@@ -182,7 +183,7 @@ def test_an_eventsource_resuming_across_an_empty_restart_gets_the_rest(cluster, 
     c = cluster(own_redis.url, patience=10.0, timeout=3.0)  # recovery window: 2*0.25 + 2 + 3 s
     path = f"/chat?n={n}&interval=0.05&tag=recovery"
     local, _ = in_background(c.port, path, SSE)
-    assert wait_for(lambda: len(local.events) >= 5, 10), c.diagnostics()
+    wait_for(lambda: len(local.events) >= 5, 10, message=c.diagnostics)
     producer = c.worker(local.worker)
     other = next(w for w in c.workers if w is not producer)
     cursor = local.last_id
