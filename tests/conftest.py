@@ -35,15 +35,6 @@ class Probe:
         return self.finally_at
 
 
-def wait_for(predicate: Callable[[], object], timeout: float = 5.0) -> None:
-    """Poll until ``predicate()`` is true (server-side work that ends after the
-    response did, e.g. on_end hooks); fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.01)
-
-
 @pytest.fixture
 def probe() -> Probe:
     return Probe()

@@ -11,8 +11,7 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from asgi_stream import CancelReason, StreamMiddleware, TokenStream
-
-from .support.wire import Client
+from conformance.clients import H1Client
 
 
 def test_send_raising_oserror_counts_as_a_disconnect() -> None:
@@ -137,8 +136,8 @@ def test_httptools_and_uvloop_stream_per_token(server, probe, loop) -> None:
     srv = server(app, http="httptools", loop=loop)
     if loop == "uvloop":
         assert type(srv.loop).__module__.startswith("uvloop")
-    c = Client(srv.port)
-    c.send_request("GET", "/")
+    c = H1Client("127.0.0.1", srv.port)
+    c.request("GET", "/")
     chunks = []
     for item in c.stream():
         if hasattr(item, "data"):

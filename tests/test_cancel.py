@@ -23,16 +23,17 @@ from asgi_stream import (
     TokenStream,
     current_cancel_token,
 )
+from conformance.clients import H1Client
 
-from .support.wire import Client
+from .support.waiting import wait_for
 
 BUDGET = 0.5  # generous for a shared 2-core machine; benchmarks measure the real figure
 
 
-def open_stream(port: int, path: str = "/") -> Client:
+def open_stream(port: int, path: str = "/") -> H1Client:
     """Open a stream and wait for its first chunk."""
-    c = Client(port)
-    c.send_request("GET", path, [("accept", "text/event-stream")])
+    c = H1Client("127.0.0.1", port)
+    c.request("GET", path, [("accept", "text/event-stream")])
     for item in c.stream():
         if hasattr(item, "data"):
             break
@@ -64,9 +65,7 @@ def test_async_generator_blocked_on_await_is_closed_promptly(server, probe, kind
     getattr(c, how)()
     latency = probe.wait_finally(5) - t_close
     assert latency < BUDGET, f"generator closed {latency * 1000:.0f} ms after the client left"
-    deadline = time.monotonic() + 2
-    while not records and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for(lambda: records, message="no stream record")
     assert records[0].outcome is Outcome.CANCELLED
     assert records[0].cancel_reason is CancelReason.DISCONNECT
 
@@ -164,7 +163,7 @@ def test_request_body_is_still_readable_by_the_endpoint(server) -> None:
     app = Starlette(routes=[Route("/", endpoint, methods=["POST"])])
     app.add_middleware(StreamMiddleware)
     srv = server(app)
-    with Client(srv.port) as c:
+    with H1Client("127.0.0.1", srv.port) as c:
         r = c.fetch("POST", "/", body=b"x" * 100_000)
     assert r.body == b"X" * 100_000
 
@@ -182,7 +181,7 @@ def test_reading_the_empty_body_late_neither_hangs_nor_loses_it(server) -> None:
     app = Starlette(routes=[Route("/", endpoint)])
     app.add_middleware(StreamMiddleware)
     srv = server(app)
-    with Client(srv.port, timeout=5) as c:
+    with H1Client("127.0.0.1", srv.port, timeout=5) as c:
         r = c.fetch("GET", "/")
     assert r.body == b"firstbody=b''"
 
@@ -207,8 +206,8 @@ def test_on_cancel_hook_and_token_cancel_from_another_thread(server, probe) -> N
     app = Starlette(routes=[Route("/", endpoint)])
     app.add_middleware(StreamMiddleware)
     srv = server(app)
-    with Client(srv.port) as c:
-        c.send_request("GET", "/", [("accept", "text/event-stream")])
+    with H1Client("127.0.0.1", srv.port) as c:
+        c.request("GET", "/", [("accept", "text/event-stream")])
         t = threading.Timer(0.3, lambda: tokens[0].cancel())
         t.start()
         response = None
@@ -324,14 +323,16 @@ def test_thousand_cancelled_streams_leak_nothing(server) -> None:
     for _ in range(10):
         one_round(100, False)
     one_round(20, True)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+
+    def settled() -> bool:
         gc.collect()
-        if server_tasks() <= tasks0 and threading.active_count() <= threads0:
-            break
-        time.sleep(0.1)
-    assert server_tasks() <= tasks0, "tasks leaked"
-    assert threading.active_count() <= threads0, [t.name for t in threading.enumerate()]
+        return server_tasks() <= tasks0 and threading.active_count() <= threads0
+
+    wait_for(
+        settled,
+        interval=0.1,
+        message=lambda: f"tasks leaked or threads left: {[t.name for t in threading.enumerate()]}",
+    )
     growth = psutil.Process().memory_info().rss - rss0
     assert growth < 20 * 1024 * 1024, f"RSS grew by {growth / 1e6:.1f} MB"
     assert len(started) >= 1070

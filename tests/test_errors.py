@@ -12,10 +12,10 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Route
 
 from asgi_stream import Outcome, StreamMiddleware, TokenStream
+from conformance.clients import H1Client
 from conformance.sse import parse_sse as parse
 
-from .conftest import wait_for
-from .support.wire import Client
+from .support.waiting import wait_for
 
 
 def failing_after(n: int, exc: BaseException):
@@ -63,7 +63,7 @@ def test_sse_error_after_first_byte_is_a_framed_event_and_a_clean_end(server, ca
     records = []
     srv = server(make_app(records))
     caplog.set_level(logging.ERROR, logger="asgi_stream")
-    with Client(srv.port) as c:
+    with H1Client("127.0.0.1", srv.port) as c:
         r = c.fetch("GET", "/mid", [("accept", "text/event-stream")])
     assert r.status == 200 and r.complete  # the body ended cleanly
     events = parse(r.body).events
@@ -79,7 +79,7 @@ def test_sse_error_after_first_byte_is_a_framed_event_and_a_clean_end(server, ca
 
 def test_ndjson_error_line(server) -> None:
     srv = server(make_app([]))
-    with Client(srv.port) as c:
+    with H1Client("127.0.0.1", srv.port) as c:
         r = c.fetch("GET", "/mid", [("accept", "application/x-ndjson")])
     lines = [json.loads(x) for x in r.body.decode().splitlines()]
     assert lines[:2] == ["t0", "t1"]
@@ -88,8 +88,8 @@ def test_ndjson_error_line(server) -> None:
 
 def test_plain_text_error_aborts_the_response(server) -> None:
     srv = server(make_app([]))
-    with Client(srv.port) as c:
-        c.send_request("GET", "/mid")
+    with H1Client("127.0.0.1", srv.port) as c:
+        c.request("GET", "/mid")
         with pytest.raises(Exception, match="incomplete|closed"):
             for _ in c.stream():
                 pass
@@ -97,17 +97,17 @@ def test_plain_text_error_aborts_the_response(server) -> None:
 
 def test_error_before_the_first_token_uses_the_apps_error_handling(server) -> None:
     srv = server(make_app([]))
-    with Client(srv.port) as c:
+    with H1Client("127.0.0.1", srv.port) as c:
         r = c.fetch("GET", "/early", [("accept", "text/event-stream")])
     assert r.status == 500
-    with Client(srv.port) as c:
+    with H1Client("127.0.0.1", srv.port) as c:
         r = c.fetch("GET", "/http-early", [("accept", "text/event-stream")])
     assert r.status == 422 and b"bad prompt" in r.body
 
 
 def test_unsupported_token_type_is_a_clear_type_error(server) -> None:
     srv = server(make_app([]))
-    with Client(srv.port) as c:
+    with H1Client("127.0.0.1", srv.port) as c:
         r = c.fetch("GET", "/bad-type", [("accept", "text/event-stream")])
     err = parse(r.body).events[-1]
     assert err.type == "error"
@@ -121,7 +121,7 @@ def test_custom_error_payload(server) -> None:
         return {"error": {"message": str(exc), "stream": record.id}}
 
     srv = server(make_app([], error_payload=payload))
-    with Client(srv.port) as c:
+    with H1Client("127.0.0.1", srv.port) as c:
         r = c.fetch("GET", "/exposed")
     data = json.loads(parse(r.body).events[-1].data)
     assert data["error"]["message"] == "quota exceeded"

@@ -9,8 +9,7 @@ from starlette.routing import Route
 
 from asgi_stream import StreamMiddleware, TokenStream
 from asgi_stream.fastpath import _transparent_codes, unwrap
-
-from .support.wire import Client
+from conformance.clients import H1Client
 
 
 class CountingMiddleware:
@@ -52,7 +51,7 @@ def test_a_user_middleware_inside_still_sees_every_token(server) -> None:
         middleware=[Middleware(StreamMiddleware), Middleware(CountingMiddleware, seen=seen)],
     )
     srv = server(app)
-    with Client(srv.port) as c:
+    with H1Client("127.0.0.1", srv.port) as c:
         r = c.fetch("GET", "/")
     assert r.body == b"data: a\n\ndata: b\n\ndata: c\n\n"
     assert seen.count("http.response.body") == 4  # three tokens and the end
@@ -69,7 +68,7 @@ def test_a_user_middleware_outside_sees_the_start_and_the_fast_path_skips_only_s
         middleware=[Middleware(CountingMiddleware, seen=seen), Middleware(StreamMiddleware)],
     )
     srv = server(app)
-    with Client(srv.port) as c:
+    with H1Client("127.0.0.1", srv.port) as c:
         r = c.fetch("GET", "/")
     assert r.body == b"data: a\n\ndata: b\n\ndata: c\n\n"
     # The outer middleware is not a known pass-through wrapper: it sees everything too.

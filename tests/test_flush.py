@@ -11,9 +11,8 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from asgi_stream import Coalesce, Outcome, SendTimeoutError, StreamMiddleware, TokenChannel, TokenStream
+from conformance.clients import H1Client, H1Response
 from conformance.sse import parse_sse as parse
-
-from .support.wire import Client, Response
 
 INTERVAL = 0.1
 
@@ -45,8 +44,8 @@ def paced_app(probe, *, sync: bool = False, n: int = 6, interval: float = INTERV
     return app
 
 
-def read(port: int, path: str = "/", **kw) -> Response:
-    with Client(port, **kw) as c:
+def read(port: int, path: str = "/", **kw) -> H1Response:
+    with H1Client("127.0.0.1", port, **kw) as c:
         return c.fetch("GET", path)
 
 
@@ -133,8 +132,8 @@ def test_slow_reader_backpressure_reaches_the_generator_and_send_timeout_ends_it
     app = Starlette(routes=[Route("/", endpoint)])
     app.add_middleware(StreamMiddleware, on_end=records.append)
     srv = server(app)
-    c = Client(srv.port, rcvbuf=4096)
-    c.send_request("GET", "/")
+    c = H1Client("127.0.0.1", srv.port, rcvbuf=4096)
+    c.request("GET", "/")
     try:
         probe.wait_finally(10)  # never reads: the server must give up on its own
         produced = len(probe.produced)
@@ -168,8 +167,8 @@ def test_channel_merges_what_a_slow_client_missed_and_stays_bounded(server) -> N
     app = Starlette(routes=[Route("/", endpoint)])
     app.add_middleware(StreamMiddleware)
     srv = server(app)
-    c = Client(srv.port, rcvbuf=8192)
-    c.send_request("GET", "/")
+    c = H1Client("127.0.0.1", srv.port, rcvbuf=8192)
+    c.request("GET", "/")
     chunks = []
     for item in c.stream():
         if hasattr(item, "data"):
@@ -200,13 +199,13 @@ def test_channel_overflow_ends_the_stream_and_stops_the_producer(server) -> None
     app = Starlette(routes=[Route("/", endpoint)])
     app.add_middleware(StreamMiddleware)
     srv = server(app)
-    c = Client(srv.port, rcvbuf=4096)
-    c.send_request("GET", "/")
+    c = H1Client("127.0.0.1", srv.port, rcvbuf=4096)
+    c.request("GET", "/")
     assert stopped.wait(10), "the producer was never told to stop"
     time.sleep(0.3)
     r = None
     for item in c.stream():
-        r = item if isinstance(item, Response) else r
+        r = item if isinstance(item, H1Response) else r
     c.close()
     assert r is not None and r.complete
     last = r.body.rstrip(b"\n").split(b"\n")[-1]

@@ -16,10 +16,10 @@ from starlette.responses import StreamingResponse
 from starlette.routing import Mount, Route
 
 from asgi_stream import Outcome, StreamMiddleware, TokenStream, current_stream
+from conformance.clients import H1Client
 from conformance.sse import parse_sse as parse
 
-from .conftest import wait_for
-from .support.wire import Client
+from .support.waiting import wait_for
 
 
 async def slow_tokens(n: int = 5, interval: float = 0.05):
@@ -51,7 +51,7 @@ def test_fastapi_one_line_and_yield_dependency_lifetime(server) -> None:
         return TokenStream(gen())
 
     srv = server(app)
-    with Client(srv.port) as c:
+    with H1Client("127.0.0.1", srv.port) as c:
         r = c.fetch("GET", "/chat", [("accept", "application/x-ndjson")])
     assert [json.loads(x) for x in r.body.decode().splitlines()] == [{"i": i, "dep": "resource"} for i in range(3)]
     # Documented behaviour (FastAPI >= 0.118): a yield dependency's exit runs after the
@@ -80,7 +80,7 @@ def test_fastapi_function_scoped_dependency_closes_before_the_stream(server) -> 
         return TokenStream(gen())
 
     srv = server(app)
-    with Client(srv.port) as c:
+    with H1Client("127.0.0.1", srv.port) as c:
         c.fetch("GET", "/chat")
     # … while scope="function" closes it when the endpoint returns, before any token.
     assert lifecycle == ["dep-closed", "token0"]
@@ -111,15 +111,15 @@ def test_gzip_never_swallows_or_compresses_streams(server, gzip_outer, accept) -
         app.add_middleware(GZipMiddleware, minimum_size=10)
         app.add_middleware(StreamMiddleware)
     srv = server(app)
-    with Client(srv.port) as c:
+    with H1Client("127.0.0.1", srv.port) as c:
         r = c.fetch("GET", "/", [("accept", accept), ("accept-encoding", "gzip")])
-    assert r.headers.get("content-encoding", "identity") == "identity"
+    assert r.header_map.get("content-encoding", "identity") == "identity"
     assert len(r.chunks) == 5
     for i, chunk in enumerate(r.chunks[:-1]):
         assert chunk.t < produced[i + 1]  # still streamed token by token
-    with Client(srv.port) as c:
+    with H1Client("127.0.0.1", srv.port) as c:
         page_response = c.fetch("GET", "/page", [("accept-encoding", "gzip")])
-    assert page_response.headers["content-encoding"] == "gzip"  # other responses still compressed
+    assert page_response.header_map["content-encoding"] == "gzip"  # other responses still compressed
 
 
 def test_sse_starlette_response_gets_headers_and_disconnect_cancellation(server, probe) -> None:
@@ -138,15 +138,15 @@ def test_sse_starlette_response_gets_headers_and_disconnect_cancellation(server,
     app = Starlette(routes=[Route("/", endpoint)])
     app.add_middleware(StreamMiddleware)
     srv = server(app)
-    c = Client(srv.port)
-    c.send_request("GET", "/")
+    c = H1Client("127.0.0.1", srv.port)
+    c.request("GET", "/")
     response = None
     for item in c.stream():
         if hasattr(item, "status"):
             response = item
         else:
             break
-    assert response.headers["x-accel-buffering"] == "no"
+    assert response.header_map["x-accel-buffering"] == "no"
     t_close = time.monotonic()
     c.close()
     assert probe.wait_finally(5) - t_close < 0.5
@@ -163,7 +163,7 @@ def test_mounted_app_with_its_own_middleware_inside_an_app_with_one(server) -> N
     outer = Starlette(routes=[Mount("/sub", app=inner_app)])
     outer.add_middleware(StreamMiddleware, on_end=records_outer.append)
     srv = server(outer)
-    with Client(srv.port) as c:
+    with H1Client("127.0.0.1", srv.port) as c:
         r = c.fetch("GET", "/sub/gen")
     assert [e.data for e in parse(r.body).events] == ["tok0 ", "tok1 ", "tok2 "]
     assert len(r.chunks) == 3
@@ -185,8 +185,8 @@ def test_token_stream_works_without_the_middleware(server, probe) -> None:
         return TokenStream(gen(), format="sse")
 
     srv = server(Starlette(routes=[Route("/", endpoint)]))
-    c = Client(srv.port)
-    c.send_request("GET", "/")
+    c = H1Client("127.0.0.1", srv.port)
+    c.request("GET", "/")
     for item in c.stream():
         if hasattr(item, "data"):
             assert item.data == b"data: first\n\n"
@@ -212,7 +212,7 @@ def test_hooks_receive_complete_records(server) -> None:
     app = Starlette(routes=[Route("/chat", endpoint)])
     app.add_middleware(StreamMiddleware, on_start=started.append, on_end=ended.append)
     srv = server(app)
-    with Client(srv.port) as c:
+    with H1Client("127.0.0.1", srv.port) as c:
         c.fetch("GET", "/chat", [("accept", "text/event-stream")])
     wait_for(lambda: ended)
     assert len(started) == 1 and len(ended) == 1
@@ -238,7 +238,7 @@ def test_async_hooks_are_awaited(server) -> None:
     app = Starlette(routes=[Route("/", endpoint)])
     app.add_middleware(StreamMiddleware, on_end=on_end)
     srv = server(app)
-    with Client(srv.port) as c:
+    with H1Client("127.0.0.1", srv.port) as c:
         c.fetch("GET", "/")
     wait_for(lambda: ended)
     assert ended == [Outcome.COMPLETED]
@@ -278,8 +278,6 @@ def test_http2_one_data_frame_per_token_and_rst_stream_cancels_one_stream(server
     assert not names & {b"connection", b"keep-alive", b"transfer-encoding", b"upgrade"}
     data_frames = [c.data for c in a.chunks if c.data]
     assert data_frames == [f"data: a{i}\n\n".encode() for i in range(6)]
-    deadline = time.monotonic() + 5
-    while "b" not in finals and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for(lambda: "b" in finals, message="the reset stream's generator never finished")
     assert finals["b"] - t_cancel < 0.5  # only the reset stream was cancelled …
     assert finals["a"] > finals["b"]  # … the other one completed

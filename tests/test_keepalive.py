@@ -10,9 +10,8 @@ from starlette.responses import StreamingResponse
 from starlette.routing import Route
 
 from asgi_stream import StreamMiddleware, TokenStream
+from conformance.clients import H1Client, H1Response
 from conformance.sse import SSEParser as SpecParser
-
-from .support.wire import Client, Response
 
 KEEPALIVE = 0.15
 
@@ -23,8 +22,8 @@ def app_with(endpoint, **mw):
     return app
 
 
-def collect(port: int, accept: str = "text/event-stream") -> Response:
-    with Client(port) as c:
+def collect(port: int, accept: str = "text/event-stream") -> H1Response:
+    with H1Client("127.0.0.1", port) as c:
         return c.fetch("GET", "/", [("accept", accept)])
 
 
@@ -144,8 +143,8 @@ def test_guard_does_not_spin_while_a_send_is_blocked(server) -> None:
         return TokenStream(gen(), format="sse", keepalive=0.05, send_timeout=3.0)
 
     srv = server(app_with(endpoint))
-    c = Client(srv.port, rcvbuf=4096)
-    c.send_request("GET", "/")  # and never read: the server's sends block
+    c = H1Client("127.0.0.1", srv.port, rcvbuf=4096)
+    c.request("GET", "/")  # and never read: the server's sends block
     try:
         time.sleep(0.5)
         assert _cpu_during(1.0) < 0.3  # an idle wait, not a busy loop
@@ -163,8 +162,8 @@ def test_guard_does_not_spin_when_a_keepalive_cannot_be_written(server) -> None:
         return StreamingResponse(body(), media_type="text/event-stream")
 
     srv = server(app_with(endpoint, keepalive=0.05))
-    with Client(srv.port) as c:
-        c.send_request("GET", "/")
+    with H1Client("127.0.0.1", srv.port) as c:
+        c.request("GET", "/")
         time.sleep(0.3)
         cpu = _cpu_during(0.8)
         r = None

@@ -23,9 +23,9 @@ from asgi_stream import (
     TokenChannel,
     TokenStream,
 )
+from conformance.clients import H1Client
 
-from .conftest import wait_for
-from .support.wire import Client
+from .support.waiting import wait_for
 
 KINDS = ["async", "sync", "coalesce", "channel"]
 
@@ -95,8 +95,8 @@ def _app(kind: str, seen: Seen, *, delay: float) -> Starlette:
 def test_client_that_leaves_before_the_endpoint_returns_ends_the_stream_once(server, kind, how, http) -> None:
     seen = Seen()
     srv = server(_app(kind, seen, delay=0.2), http=http)
-    c = Client(srv.port)
-    c.send_request("GET", "/", [("accept", "text/event-stream")])
+    c = H1Client("127.0.0.1", srv.port)
+    c.request("GET", "/", [("accept", "text/event-stream")])
     getattr(c, how)()  # FIN or RST while the endpoint is still awaiting
     wait_for(lambda: seen.finally_ran and seen.records, timeout=10)
     time.sleep(0.3)  # room for a second (wrong) end to show up

@@ -14,10 +14,10 @@ from starlette.routing import Route
 
 from asgi_stream import CancelReason, Outcome, StreamMiddleware, TokenStream
 from asgi_stream.resume import Limits, MemoryStore
+from conformance.clients import H1Client
 from conformance.sse import SSEParser as SpecParser
 
-from .conftest import wait_for
-from .support.wire import Client
+from .support.waiting import wait_for
 
 N = 30
 
@@ -45,7 +45,7 @@ def make_app(records=None, *, interval=0.03, grace=5.0, store=None, finals=None)
     return app
 
 
-def read_events(c: Client, limit: int | None = None):
+def read_events(c: H1Client, limit: int | None = None):
     parser = SpecParser()
     response = None
     for item in c.stream():
@@ -63,10 +63,10 @@ EXPECTED = [f"t{i} " for i in range(N)] + ["[DONE]"]
 
 def test_every_event_has_an_id_and_the_stream_id_header(server) -> None:
     srv = server(make_app(interval=0))
-    with Client(srv.port) as c:
-        c.send_request("GET", "/chat", [("accept", "text/event-stream")])
+    with H1Client("127.0.0.1", srv.port) as c:
+        c.request("GET", "/chat", [("accept", "text/event-stream")])
         response, parser = read_events(c)
-    sid = response.headers["x-stream-id"]
+    sid = response.header_map["x-stream-id"]
     assert [e.data for e in parser.events] == EXPECTED
     assert [e.last_event_id for e in parser.events] == [f"{sid}.{i}" for i in range(1, N + 2)]
 
@@ -74,39 +74,39 @@ def test_every_event_has_an_id_and_the_stream_id_header(server) -> None:
 @pytest.mark.parametrize("via", ["header", "query"])
 def test_resume_after_a_dropped_connection_is_exactly_once(server, via) -> None:
     srv = server(make_app())
-    c = Client(srv.port)
-    c.send_request("GET", "/chat", [("accept", "text/event-stream")])
+    c = H1Client("127.0.0.1", srv.port)
+    c.request("GET", "/chat", [("accept", "text/event-stream")])
     response, first = read_events(c, limit=7)
     c.abort()
     time.sleep(0.2)  # the generator keeps running while nobody listens
     cursor = first.events[-1].last_event_id
-    with Client(srv.port) as c2:
+    with H1Client("127.0.0.1", srv.port) as c2:
         if via == "header":
-            c2.send_request("GET", "/chat", [("accept", "text/event-stream"), ("last-event-id", cursor)])
+            c2.request("GET", "/chat", [("accept", "text/event-stream"), ("last-event-id", cursor)])
         else:
-            c2.send_request("GET", f"/chat?last_event_id={cursor}", [("accept", "text/event-stream")])
+            c2.request("GET", f"/chat?last_event_id={cursor}", [("accept", "text/event-stream")])
         response2, rest = read_events(c2)
     assert response2.status == 200
     assert [e.data for e in first.events] + [e.data for e in rest.events] == EXPECTED
-    assert rest.events[0].last_event_id == f"{response.headers['x-stream-id']}.8"
+    assert rest.events[0].last_event_id == f"{response.header_map['x-stream-id']}.8"
 
 
 def test_resume_after_completion_within_ttl(server) -> None:
     srv = server(make_app(interval=0))
-    with Client(srv.port) as c:
-        c.send_request("GET", "/chat", [("accept", "text/event-stream")])
+    with H1Client("127.0.0.1", srv.port) as c:
+        c.request("GET", "/chat", [("accept", "text/event-stream")])
         response, parser = read_events(c)
     cursor = parser.events[9].last_event_id
-    with Client(srv.port) as c:
-        c.send_request("GET", "/chat", [("last-event-id", cursor)])
+    with H1Client("127.0.0.1", srv.port) as c:
+        c.request("GET", "/chat", [("last-event-id", cursor)])
         _, rest = read_events(c)
     assert [e.data for e in rest.events] == EXPECTED[10:]
 
 
 def test_ndjson_resumes_with_a_line_count_cursor(server) -> None:
     srv = server(make_app())
-    c = Client(srv.port)
-    c.send_request("GET", "/chat", [("accept", "application/x-ndjson")])
+    c = H1Client("127.0.0.1", srv.port)
+    c.request("GET", "/chat", [("accept", "application/x-ndjson")])
     lines: list[str] = []
     response = None
     buf = b""
@@ -121,10 +121,10 @@ def test_ndjson_resumes_with_a_line_count_cursor(server) -> None:
         if len(lines) >= 5:
             break
     c.abort()
-    sid = response.headers["x-stream-id"]
-    with Client(srv.port) as c2:
+    sid = response.header_map["x-stream-id"]
+    with H1Client("127.0.0.1", srv.port) as c2:
         r = c2.fetch("GET", "/chat", [("accept", "application/x-ndjson"), ("last-event-id", f"{sid}.{len(lines)}")])
-    assert r.headers["content-type"] == "application/x-ndjson"
+    assert r.header_map["content-type"] == "application/x-ndjson"
     rest = [json.loads(x) for x in r.body.decode().splitlines()]
     assert lines + rest == EXPECTED
 
@@ -137,35 +137,35 @@ def test_ndjson_resumes_with_a_line_count_cursor(server) -> None:
 def test_unknown_or_foreign_ids_get_204(server, cursor, path) -> None:
     srv = server(make_app(interval=0))
     if cursor is None:
-        with Client(srv.port) as c:
-            c.send_request("GET", "/chat", [("accept", "text/event-stream")])
+        with H1Client("127.0.0.1", srv.port) as c:
+            c.request("GET", "/chat", [("accept", "text/event-stream")])
             _, parser = read_events(c)
         cursor = parser.events[2].last_event_id
-    with Client(srv.port) as c:
+    with H1Client("127.0.0.1", srv.port) as c:
         r = c.fetch("GET", path, [("last-event-id", cursor)])
     assert r.status == 204 and r.body == b""
 
 
 def test_ids_that_are_not_ours_reach_the_endpoint(server) -> None:
     srv = server(make_app(interval=0))
-    with Client(srv.port) as c:
-        c.send_request("GET", "/chat", [("accept", "text/event-stream"), ("last-event-id", "42")])
+    with H1Client("127.0.0.1", srv.port) as c:
+        c.request("GET", "/chat", [("accept", "text/event-stream"), ("last-event-id", "42")])
         response, parser = read_events(c)
     assert response.status == 200 and [e.data for e in parser.events] == EXPECTED
 
 
 def test_cursor_before_the_kept_window_gets_410(server) -> None:
     srv = server(make_app(interval=0, store=MemoryStore(Limits(max_events=5))))
-    with Client(srv.port) as c:
-        c.send_request("GET", "/chat", [("accept", "text/event-stream")])
+    with H1Client("127.0.0.1", srv.port) as c:
+        c.request("GET", "/chat", [("accept", "text/event-stream")])
         response, parser = read_events(c)
-    sid = response.headers["x-stream-id"]
-    with Client(srv.port) as c:
+    sid = response.header_map["x-stream-id"]
+    with H1Client("127.0.0.1", srv.port) as c:
         r = c.fetch("GET", "/chat", [("last-event-id", f"{sid}.2")])
     assert r.status == 410
     assert json.loads(r.body)["error"]["type"] == "resume_gap"
-    with Client(srv.port) as c:  # the last five are still there
-        c.send_request("GET", "/chat", [("last-event-id", f"{sid}.{N - 3}")])
+    with H1Client("127.0.0.1", srv.port) as c:  # the last five are still there
+        c.request("GET", "/chat", [("last-event-id", f"{sid}.{N - 3}")])
         _, tail = read_events(c)
     assert [e.data for e in tail.events] == EXPECTED[N - 3 :]
 
@@ -173,15 +173,12 @@ def test_cursor_before_the_kept_window_gets_410(server) -> None:
 def test_abandoned_stream_is_cancelled_after_the_grace_period(server) -> None:
     records, finals = [], []
     srv = server(make_app(records, interval=0.05, grace=0.4, finals=finals))
-    c = Client(srv.port)
-    c.send_request("GET", "/chat", [("accept", "text/event-stream")])
+    c = H1Client("127.0.0.1", srv.port)
+    c.request("GET", "/chat", [("accept", "text/event-stream")])
     read_events(c, limit=2)
     t_left = time.monotonic()
     c.abort()
-    deadline = time.monotonic() + 5
-    while not records and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert finals, "the generator never finished"
+    wait_for(lambda: finals and records, message="the generator never finished")
     waited = finals[0] - t_left
     assert 0.4 <= waited < 0.4 + 0.5, f"cancelled {waited:.2f}s after the client left"
     assert records[0].outcome is Outcome.CANCELLED
@@ -192,13 +189,13 @@ def test_abandoned_stream_is_cancelled_after_the_grace_period(server) -> None:
 def test_a_returning_client_keeps_the_generator_alive(server) -> None:
     records, finals = [], []
     srv = server(make_app(records, interval=0.05, grace=0.5, finals=finals))
-    c = Client(srv.port)
-    c.send_request("GET", "/chat", [("accept", "text/event-stream")])
+    c = H1Client("127.0.0.1", srv.port)
+    c.request("GET", "/chat", [("accept", "text/event-stream")])
     _, first = read_events(c, limit=3)
     c.abort()
     time.sleep(0.3)  # shorter than the grace
-    with Client(srv.port) as c2:
-        c2.send_request("GET", "/chat", [("last-event-id", first.events[-1].last_event_id)])
+    with H1Client("127.0.0.1", srv.port) as c2:
+        c2.request("GET", "/chat", [("last-event-id", first.events[-1].last_event_id)])
         _, rest = read_events(c2)
     assert [e.data for e in first.events + rest.events] == EXPECTED
     wait_for(lambda: records)
@@ -234,17 +231,17 @@ def test_resume_owner_restricts_resumes_to_the_same_client(server) -> None:
     app = Starlette(routes=[Route("/chat", endpoint)])
     app.add_middleware(StreamMiddleware, resume_owner=owner)
     srv = server(app)
-    with Client(srv.port) as c:
-        c.send_request("GET", "/chat", [("x-user", "alice")])
+    with H1Client("127.0.0.1", srv.port) as c:
+        c.request("GET", "/chat", [("x-user", "alice")])
         _, parser = read_events(c)
     cursor = parser.events[1].last_event_id
-    with Client(srv.port) as c:
+    with H1Client("127.0.0.1", srv.port) as c:
         r = c.fetch("GET", "/chat", [("x-user", "mallory"), ("last-event-id", cursor)])
     assert r.status == 204  # indistinguishable from an unknown stream
-    with Client(srv.port) as c:
+    with H1Client("127.0.0.1", srv.port) as c:
         r = c.fetch("GET", "/chat", [("last-event-id", cursor)])
     assert r.status == 204
-    with Client(srv.port) as c:
-        c.send_request("GET", "/chat", [("x-user", "alice"), ("last-event-id", cursor)])
+    with H1Client("127.0.0.1", srv.port) as c:
+        c.request("GET", "/chat", [("x-user", "alice"), ("last-event-id", cursor)])
         _, rest = read_events(c)
     assert [e.data for e in rest.events] == ["t2", "t3", "t4"]

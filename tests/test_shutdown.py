@@ -14,7 +14,7 @@ from pathlib import Path
 import h11
 import pytest
 
-from .support.wire import Client
+from conformance.clients import H1Client
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,8 +78,8 @@ def test_sigterm_drains_streams_after_the_grace_period(server, tmp_path) -> None
     clients = []
     try:
         for path in ("/forever", "/forever-sync"):
-            c = Client(port, timeout=15)
-            c.send_request("GET", path)
+            c = H1Client("127.0.0.1", port, timeout=15)
+            c.request("GET", path)
             it = c.stream()
             next(it)  # headers
             next(it)  # first token
@@ -113,8 +113,8 @@ def test_hypercorn_multiprocess_worker_still_cancels_generators_at_its_graceful_
     port = free_port()
     proc = start("hypercorn-workers", port, log, grace=30.0)
     try:
-        c = Client(port, timeout=15)
-        c.send_request("GET", "/forever")
+        c = H1Client("127.0.0.1", port, timeout=15)
+        c.request("GET", "/forever")
         it = c.stream()
         next(it)
         next(it)

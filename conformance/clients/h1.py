@@ -1,9 +1,14 @@
 """A measuring HTTP/1.1 (and 1.0) client: ``h11.Connection`` driven over a plain socket.
 
-Every body piece is recorded with the monotonic time its last byte arrived: one
+Every body piece is recorded with the monotonic time its last byte arrived (the
+time of the socket read that delivered it, however late the caller asks for it): one
 :class:`Chunk` per HTTP/1.1 chunk (reassembled from h11's ``chunk_start`` /
 ``chunk_end`` flags), one per socket read for a close-delimited body. The raw bytes
 received are kept too, so a case can quote the wire in its evidence.
+
+The suite's tests use the same client: :meth:`H1Client.fetch` for a whole response,
+:meth:`H1Client.stream` to act between chunks, ``rcvbuf`` for a client that stops
+reading, :meth:`~H1Client.close` (FIN) and :meth:`~H1Client.abort` (RST) to leave.
 """
 
 from __future__ import annotations
@@ -73,6 +78,14 @@ class H1Response:
         key = (name.encode("latin-1") if isinstance(name, str) else name).lower()
         return [v for k, v in self.headers if k == key]
 
+    @property
+    def header_map(self) -> dict[str, str]:
+        """The headers as text, by lower-case name (a repeated header: its first value)."""
+        out: dict[str, str] = {}
+        for k, v in self.headers:
+            out.setdefault(k.decode("latin-1"), v.decode("latin-1"))
+        return out
+
 
 class H1Client(SocketClient):
     """One HTTP/1.x connection. Not thread-safe; one request at a time.
@@ -117,6 +130,7 @@ class H1Client(SocketClient):
         self.closed = False
         self._chunk_buf: bytearray | None = None
         self._requests = 0
+        self._t_recv = time.monotonic()
 
     # ------------------------------------------------------------ requests
     def request(
@@ -185,8 +199,7 @@ class H1Client(SocketClient):
             if event is h11.PAUSED:
                 resp.error = "h11 paused: the server sent data after the response"
                 raise H1Error(resp.error)
-            now = time.monotonic()
-            self._record(resp, event, now)
+            self._record(resp, event, self._t_recv)
             yield event
             if isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
                 return
@@ -208,6 +221,7 @@ class H1Client(SocketClient):
         except OSError as exc:
             resp.error = f"recv failed: {exc}"
             raise H1Error(resp.error) from exc
+        self._t_recv = time.monotonic()
         if not data:
             resp.server_closed = True
         resp.raw += data
@@ -287,6 +301,39 @@ class H1Client(SocketClient):
         if self.conn.their_state is h11.MUST_CLOSE or self.conn.our_state is h11.MUST_CLOSE:
             resp.server_closed = resp.server_closed or self.conn.their_state is h11.CLOSED
         return resp
+
+    def stream(self, deadline: float | None = None) -> Iterator[H1Response | Chunk]:
+        """Yield the current response once its head has arrived, then each body
+        :class:`Chunk` as it completes, until the body ends (errors as :meth:`events`)."""
+        resp = self.response
+        if resp is None:
+            raise H1Error("no request sent")
+        seen = len(resp.chunks)
+        if resp.status is not None:
+            yield resp
+        if resp.complete:
+            return
+        for event in self.events(deadline):
+            if isinstance(event, h11.Response):
+                yield resp
+            while seen < len(resp.chunks):
+                seen += 1
+                yield resp.chunks[seen - 1]
+
+    def fetch(
+        self,
+        method: str = "GET",
+        target: str = "/",
+        headers: HeaderList = (),
+        body: bytes = b"",
+        *,
+        http_version: str = "1.1",
+        deadline: float | None = None,
+    ) -> H1Response:
+        """Send a request and read the whole response (:meth:`request` then
+        :meth:`read_response`)."""
+        self.request(method, target, headers, body, http_version)
+        return self.read_response(deadline)
 
     def wait_closed(self, timeout: float) -> bool:
         """Read and discard until the server closes the connection; True if it did."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import socket
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -49,18 +48,6 @@ def live(server: Callable[..., Any], make_app: Callable[..., Any]) -> Callable[.
         return app, running.url
 
     return start
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
-    """Poll until ``predicate()`` is truthy; returns its value or fails."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(interval)
 
 
 def stats_entry(base: str, job_id: int | None = None, *, endpoint: str | None = None) -> dict[str, Any] | None:

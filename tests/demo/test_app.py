@@ -17,7 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from asgi_stream.demo.batching import BatchSettings
 from asgi_stream.demo.schemas import Limits
 
-from .conftest import stats_entry, wait_for
+from ..support.waiting import wait_for
+from .conftest import stats_entry
 
 LONG = Limits(max_tokens=4000)
 ONE = BatchSettings(max_batch=1)  # one generation at a time: the next request queues

@@ -20,7 +20,7 @@ from asgi_stream.demo.batching import BatchSettings, unsupported_reason
 from asgi_stream.demo.engine import Job, ModelEngine, QueueFull, SamplingParams, apply_threads, default_threads
 from asgi_stream.demo.model import LoadedModel
 
-from .conftest import wait_for
+from ..support.waiting import wait_for
 
 PATHS = ["batched", "thread"]
 

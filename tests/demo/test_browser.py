@@ -16,7 +16,8 @@ import pytest
 from asgi_stream.demo.engine import PACED_TOKENS
 from asgi_stream.demo.schemas import Limits
 
-from .conftest import stats_entry, wait_for
+from ..support.waiting import wait_for
+from .conftest import stats_entry
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [

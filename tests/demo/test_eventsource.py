@@ -20,7 +20,8 @@ from asgi_stream.demo.engine import PACED_TOKENS
 from asgi_stream.demo.eventsource import parse_query
 from asgi_stream.demo.schemas import APIError, Limits
 
-from .conftest import sse_events, stats_entry, wait_for
+from ..support.waiting import wait_for
+from .conftest import sse_events, stats_entry
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from asgi_stream.demo.responses import RESPONSES_FIELDS
 from asgi_stream.demo.schemas import CHAT_FIELDS, COMPLETION_FIELDS, GENERATE_FIELDS, Limits
 
-from .conftest import wait_for
+from ..support.waiting import wait_for
 
 LIMITS = Limits(max_tokens=4, default_max_tokens=4, max_body_bytes=16_384)
 ENDPOINTS = {

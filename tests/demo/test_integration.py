@@ -28,7 +28,7 @@ from asgi_stream.integrations.transformers import (
     start_generation,
 )
 
-from .conftest import wait_for
+from ..support.waiting import wait_for
 
 
 class ForwardLog:

@@ -11,7 +11,8 @@ import pytest
 
 from asgi_stream.demo.schemas import Limits
 
-from .conftest import chunk_texts, sse_events, stats_entry, wait_for
+from ..support.waiting import wait_for
+from .conftest import chunk_texts, sse_events, stats_entry
 
 
 @pytest.fixture

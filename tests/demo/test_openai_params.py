@@ -15,7 +15,8 @@ from asgi_stream.demo.engine import PACED_TOKENS
 from asgi_stream.demo.schemas import Limits
 from asgi_stream.demo.stop import truncate
 
-from .conftest import chunk_texts, stats_entry, wait_for
+from ..support.waiting import wait_for
+from .conftest import chunk_texts, stats_entry
 
 LONG = 4000
 MESSAGES = [{"role": "user", "content": "Say something"}]

@@ -14,7 +14,8 @@ import pytest
 from asgi_stream.demo.model import LoadedModel
 from asgi_stream.demo.schemas import Limits
 
-from .conftest import stats_entry, wait_for
+from ..support.waiting import wait_for
+from .conftest import stats_entry
 
 PROLOGUE = ["response.created", "response.in_progress", "response.output_item.added", "response.content_part.added"]
 EPILOGUE = ["response.output_text.done", "response.content_part.done", "response.output_item.done"]

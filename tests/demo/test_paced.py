@@ -12,7 +12,8 @@ import httpx
 
 from asgi_stream.demo.engine import PACED_TOKENS
 
-from .conftest import sse_events, stats_entry, wait_for
+from ..support.waiting import wait_for
+from .conftest import sse_events, stats_entry
 
 
 def _timed_events(

@@ -18,7 +18,8 @@ from asgi_stream.demo.batching import BatchSettings
 from asgi_stream.demo.cli import DEFAULT_MAX_BATCH
 from asgi_stream.demo.schemas import Limits
 
-from .conftest import free_port, wait_for
+from ..support.waiting import wait_for
+from .conftest import free_port
 from .test_app import Reader
 from .test_cli import Server
 

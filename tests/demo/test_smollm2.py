@@ -14,7 +14,8 @@ import pytest
 
 from asgi_stream.integrations.transformers import IncrementalDetokenizer
 
-from .conftest import stats_entry, wait_for
+from ..support.waiting import wait_for
+from .conftest import stats_entry
 
 pytestmark = [
     pytest.mark.slow,

@@ -11,7 +11,8 @@ from typing import Any
 import openai
 import pytest
 
-from .conftest import stats_entry, wait_for
+from ..support.waiting import wait_for
+from .conftest import stats_entry
 
 pytestmark = [
     pytest.mark.slow,

@@ -19,6 +19,8 @@ from pydantic import BaseModel
 
 from asgi_stream import StreamMiddleware, StreamRecord
 
+from ..support.waiting import wait_for
+
 KINDS = [("sse", "async"), ("sse", "sync"), ("jsonl", "async"), ("jsonl", "sync")]
 KIND_IDS = [f"{fmt}-{mode}" for fmt, mode in KINDS]
 
@@ -81,13 +83,12 @@ class Probes:
             return self.traces.setdefault(key, Trace())
 
     def record(self, key: str, timeout: float = 10.0) -> StreamRecord:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for rec in list(self.records):
-                if rec.path.endswith("/" + key):
-                    return rec
-            time.sleep(0.01)
-        raise AssertionError(f"no stream record for {key}")
+        """The stream record of request ``key``, once the middleware wrote it."""
+        return wait_for(
+            lambda: next((rec for rec in list(self.records) if rec.path.endswith("/" + key)), None),
+            timeout,
+            message=f"no stream record for {key}",
+        )
 
 
 def make_app(probes: Probes, *, line: bool = True, **options: Any) -> FastAPI:

@@ -105,10 +105,3 @@ def key(request: pytest.FixtureRequest) -> str:
 def stream_threads() -> list[threading.Thread]:
     """asgi-stream's sync-generator worker threads alive now."""
     return [t for t in threading.enumerate() if t.name.startswith("asgi-stream ")]
-
-
-def wait_until(predicate: Callable[[], object], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"not reached within {timeout} s: {what}"
-        time.sleep(0.01)

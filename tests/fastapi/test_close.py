@@ -15,8 +15,9 @@ import pytest
 from asgi_stream import Outcome
 from conformance.clients.h1 import H1Client
 
+from ..support.waiting import wait_for
 from .app import KIND_IDS, KINDS
-from .conftest import OPTIONS, stream_threads, wait_until
+from .conftest import OPTIONS, stream_threads
 
 
 def _stalled(trace, quiet: float = 0.5, timeout: float = 15.0) -> None:
@@ -39,7 +40,7 @@ def _assert_closed_after_its_step(trace, closed_at: float) -> None:
     assert len(trace.steps_started) == len(trace.produced), "no step was started after the disconnect"
     assert trace.finally_at >= trace.produced[-1]
     assert trace.finally_at - max(trace.produced[-1], closed_at) < 3.0, "closed right after its step"
-    wait_until(lambda: not [t for t in stream_threads() if t.name == trace.finally_thread], 5.0, "thread exits")
+    wait_for(lambda: not [t for t in stream_threads() if t.name == trace.finally_thread], 5.0, message="thread exits")
 
 
 @pytest.mark.parametrize("prefix", ["", "/included"])
@@ -66,7 +67,7 @@ def test_disconnect_mid_step_closes_the_generator(with_line, key, fmt, mode, pre
     assert record.outcome is Outcome.CANCELLED
     # The generator's finally still had its yield dependency; the dependency closed after.
     assert trace.resource_open_in_finally is True
-    wait_until(lambda: trace.dependency_closed_at is not None, 5.0, "dependency teardown")
+    wait_for(lambda: trace.dependency_closed_at is not None, 5.0, message="dependency teardown")
     assert trace.dependency_closed_at >= finally_at
 
 
@@ -84,13 +85,13 @@ def test_disconnect_under_backpressure_closes_the_generator_left_at_a_yield(fres
 
     finally_at = trace.wait_finally(10.0)
     assert finally_at - closed_at < 5.0
-    wait_until(lambda: served.probes.records, 5.0, "the stream's record")
+    wait_for(lambda: served.probes.records, 5.0, message="the stream's record")
     assert served.probes.records[0].outcome is Outcome.CANCELLED
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], "nothing logged as an error"
     if mode == "sync":
         _assert_closed_after_its_step(trace, closed_at)
     assert trace.resource_open_in_finally is True
-    wait_until(lambda: trace.dependency_closed_at is not None, 5.0, "dependency teardown")
+    wait_for(lambda: trace.dependency_closed_at is not None, 5.0, message="dependency teardown")
     assert trace.dependency_closed_at >= finally_at
 
 
@@ -107,7 +108,7 @@ def test_send_timeout_ends_the_stream_and_closes_the_generator(with_line, key, f
         if mode == "sync":
             _assert_closed_after_its_step(trace, finally_at)
         assert trace.resource_open_in_finally is True
-        wait_until(lambda: trace.dependency_closed_at is not None, 5.0, "dependency teardown")
+        wait_for(lambda: trace.dependency_closed_at is not None, 5.0, message="dependency teardown")
     finally:
         client.abort()
 
@@ -126,7 +127,7 @@ def test_many_cancelled_sync_streams_leave_no_thread_behind(with_line, fmt) -> N
     for k in keys:
         with_line.probes.trace(k).wait_finally(15.0)
     names = {with_line.probes.trace(k).finally_thread for k in keys}
-    wait_until(lambda: not [t for t in stream_threads() if t.name in names], 10.0, "all worker threads exit")
+    wait_for(lambda: not [t for t in stream_threads() if t.name in names], 10.0, message="all worker threads exit")
 
 
 @pytest.mark.parametrize(("fmt", "mode"), KINDS, ids=KIND_IDS)
@@ -199,7 +200,7 @@ def test_sync_yield_dependency_is_torn_down_after_the_generator(with_line, key) 
         assert with_line.probes.record(key, timeout=20.0).outcome is Outcome.TIMED_OUT
         finally_at = trace.wait_finally(10.0)
         assert trace.resource_open_in_finally is True
-        wait_until(lambda: trace.dependency_closed_at is not None, 5.0, "dependency teardown")
+        wait_for(lambda: trace.dependency_closed_at is not None, 5.0, message="dependency teardown")
         assert trace.dependency_closed_at >= finally_at
     finally:
         client.abort()

@@ -17,8 +17,8 @@ from starlette.middleware.gzip import GZipMiddleware
 from asgi_stream import CancelReason, Outcome, StreamMiddleware
 from conformance.clients.h1 import H1Client
 
+from ..support.waiting import wait_for
 from .app import KIND_IDS, KINDS
-from .conftest import wait_until
 
 
 def _data(block: bytes) -> object:
@@ -125,7 +125,7 @@ def test_json_lines_behind_gzip_still_stream_line_by_line(server) -> None:
             client.read_chunks(1, deadline=time.monotonic() + 3)
             first = response.body
         finally:
-            wait_until(lambda: "released" in state, 5.0, "generator started")
+            wait_for(lambda: "released" in state, 5.0, message="generator started")
             running.loop.call_soon_threadsafe(state["released"].set)
         client.read_response(deadline=time.monotonic() + 15)
     if response.header("content-encoding") == b"gzip":  # compressed, but flushed line by line

@@ -4,7 +4,6 @@ when requests end, and a client that stops reading."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -56,16 +55,6 @@ class Ends:
             raise
         finally:
             self.ended.append(time.monotonic())
-
-
-def eventually(predicate: Callable[[], object], timeout: float = BUDGET) -> bool:
-    """Poll ``predicate`` until it is true or ``timeout`` seconds passed; its last value."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return bool(predicate())
-        time.sleep(0.02)
-    return True
 
 
 def frozen_client(port: int, path: str) -> H1Client:

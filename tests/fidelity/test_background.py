@@ -12,7 +12,8 @@ from starlette.responses import StreamingResponse
 from starlette.routing import Route
 
 from ..support.servers import serve
-from .support import add_line, eventually, open_stream, variants
+from ..support.waiting import wait_for
+from .support import BUDGET, add_line, open_stream, variants
 
 
 @pytest.mark.parametrize("line", variants(None))
@@ -38,7 +39,7 @@ def test_background_task_runs_exactly_once_after_the_client_leaves(line: bool) -
     with serve(app) as srv:
         client = open_stream(srv.port, "/chat")
         client.close()
-        assert eventually(lambda: saved), "save_transcript never ran after the client left"
+        wait_for(lambda: saved, BUDGET, message="save_transcript never ran after the client left")
         assert closed, "the generator was not closed"
     # The server has stopped: no request of it is left to run the task again.
     assert len(saved) == 1

@@ -20,7 +20,8 @@ from starlette.routing import Route
 from asgi_stream import TokenStream
 
 from ..support.servers import serve
-from .support import BUDGET, Ends, add_line, eventually, frozen_client, variants
+from ..support.waiting import wait_for
+from .support import BUDGET, Ends, add_line, frozen_client, variants
 
 EVENT = "x" * 65536  # a few events fill every buffer between the server and the client
 
@@ -64,7 +65,7 @@ def test_a_frozen_client_never_holds_the_request_at_its_last_send(line: bool) ->
     with serve(served) as srv:
         client = frozen_client(srv.port, "/events")
         try:
-            assert eventually(lambda: served.ended), "the request is still stuck"
+            wait_for(lambda: served.ended, BUDGET, message="the request is still stuck")
             assert closed, "the generator was not closed"
         finally:
             client.abort()
@@ -79,7 +80,7 @@ def test_the_apps_own_send_timeout_still_ends_the_request(line: bool) -> None:
         client = frozen_client(srv.port, "/events")
         started = time.monotonic()
         try:
-            assert eventually(lambda: served.ended), "the request outlived the app's send_timeout"
+            wait_for(lambda: served.ended, BUDGET, message="the request outlived the app's send_timeout")
             assert served.ended[0] - started < BUDGET
         finally:
             client.abort()
@@ -113,9 +114,9 @@ def test_token_stream_behind_base_http_middleware_ends_on_its_send_timeout(line:
     with serve(served) as srv:
         client = frozen_client(srv.port, "/chat")
         try:
-            assert eventually(lambda: closed), "the send timeout did not close the generator"
+            wait_for(lambda: closed, BUDGET, message="the send timeout did not close the generator")
             if line:
-                assert eventually(lambda: served.ended), "the request is still stuck in a send"
+                wait_for(lambda: served.ended, BUDGET, message="the request is still stuck in a send")
         finally:
             client.abort()
 
@@ -145,11 +146,11 @@ def test_a_stream_ended_by_the_send_timeout_closes_the_apps_generator(line: bool
         client = frozen_client(srv.port, "/events")
         try:
             if line:
-                assert eventually(lambda: served.ended), "the send timeout did not end the request"
+                wait_for(lambda: served.ended, BUDGET, message="the send timeout did not end the request")
             else:
                 time.sleep(1.5)  # frozen for longer than the line's send_timeout
                 client.abort()
-                assert eventually(lambda: served.ended), "the request did not end after the client left"
+                wait_for(lambda: served.ended, BUDGET, message="the request did not end after the client left")
             assert closed.wait(2.0), "the request ended but its generator is still open"
         finally:
             client.abort()

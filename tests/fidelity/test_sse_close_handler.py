@@ -11,7 +11,8 @@ from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.routing import Route
 
 from ..support.servers import serve
-from .support import add_line, eventually, open_stream, variants
+from ..support.waiting import wait_for
+from .support import BUDGET, add_line, open_stream, variants
 
 
 @pytest.mark.parametrize("line", variants(None))
@@ -38,5 +39,5 @@ def test_client_close_handler_runs_behind_base_http_middleware(line: bool) -> No
     with serve(app) as srv:
         client = open_stream(srv.port, "/events")
         client.close()
-        assert eventually(lambda: closed_with), "client_close_handler_callable was never called"
+        wait_for(lambda: closed_with, BUDGET, message="client_close_handler_callable was never called")
     assert [m["type"] for m in closed_with] == ["http.disconnect"]

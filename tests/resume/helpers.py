@@ -7,7 +7,7 @@ import re
 import time
 from dataclasses import dataclass, field
 
-from ..support.wire import Client, Response
+from conformance.clients import H1Client, H1Response
 
 ID_LINE = re.compile(rb"id: [A-Za-z0-9_-]{16}\.")
 
@@ -16,19 +16,19 @@ ID_LINE = re.compile(rb"id: [A-Za-z0-9_-]{16}\.")
 class Read:
     """What a client read: the response head and the complete events, raw."""
 
-    response: Response | None
+    response: H1Response | None
     events: list[bytes] = field(default_factory=list)
     complete: bool = False
 
     @property
     def worker(self) -> str:
         assert self.response is not None
-        return self.response.headers.get("x-worker", "?")
+        return self.response.header_map.get("x-worker", "?")
 
     @property
     def stream_id(self) -> str:
         assert self.response is not None
-        return self.response.headers["x-stream-id"]
+        return self.response.header_map["x-stream-id"]
 
     @property
     def last_id(self) -> str:
@@ -53,13 +53,13 @@ def read(
     ``limit`` events or ``duration`` seconds, then abort the connection (RST) if the
     response is not over. ``into`` is filled as the events come (for other threads)."""
     until = time.monotonic() + duration if duration is not None else None
-    c = Client(port, timeout=timeout)
+    c = H1Client("127.0.0.1", port, timeout=timeout)
     result = into if into is not None else Read(None)
     buf = b""
     try:
-        c.send_request("GET", path, list(headers))
+        c.request("GET", path, list(headers))
         for item in c.stream():
-            if isinstance(item, Response):
+            if isinstance(item, H1Response):
                 result.response = item
                 continue
             buf += item.data
@@ -83,18 +83,6 @@ def read(
 def normalise(raw: bytes) -> bytes:
     """Stream ids replaced by a fixed one: two runs of one generator compare equal."""
     return ID_LINE.sub(b"id: ################.", raw)
-
-
-def wait_for(predicate, timeout: float, interval: float = 0.05):  # type: ignore[no-untyped-def]
-    """Poll until ``predicate()`` is truthy (returns it) or the timeout passes (None)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            return None
-        time.sleep(interval)
 
 
 def told_to_retry(r: Read) -> bool:

@@ -14,8 +14,8 @@ from starlette.routing import Route
 
 from asgi_stream import Outcome, StreamMiddleware, TokenStream
 from asgi_stream.resume import Limits, MemoryStore, StreamMeta
+from conformance.clients import H1Client
 
-from ..support.wire import Client
 from .asgi import call, http_scope
 
 META = StreamMeta("sse", "text/event-stream", "text/event-stream", "GET", "/chat")
@@ -43,7 +43,7 @@ def test_a_burst_over_the_default_bounds_reaches_the_original_client_whole(serve
     """300 × 20 KB JSON events (6 MB > the default 4 MiB per stream), over real uvicorn."""
     srv = server(burst_app(MemoryStore()))
     accept = "text/event-stream" if fmt == "sse" else "application/x-ndjson"
-    with Client(srv.port, timeout=30) as c:
+    with H1Client("127.0.0.1", srv.port, timeout=30) as c:
         r = c.fetch("GET", "/chat", [("accept", accept)])
     assert r.status == 200, r.body[:300]
     if fmt == "sse":
@@ -59,7 +59,7 @@ def test_a_burst_reaches_a_local_client_whole_on_the_redis_store(server, redis_s
     from asgi_stream.resume import RedisStore
 
     srv = server(burst_app(RedisStore(redis_server.url, key_prefix=key_prefix)))
-    with Client(srv.port, timeout=30) as c:
+    with H1Client("127.0.0.1", srv.port, timeout=30) as c:
         r = c.fetch("GET", "/chat", [("accept", "text/event-stream")])
     assert r.status == 200
     assert [json.loads(x)["i"] for x in sse_data(r.body)[:-1]] == list(range(300))

@@ -21,6 +21,8 @@ import pytest
 
 from asgi_stream.resume import Limits, MemoryStore, StreamMeta
 
+from ..support.waiting import wait_for_async
+
 META = StreamMeta("sse", "text/event-stream", "text/event-stream", "GET", "/chat")
 
 
@@ -87,15 +89,6 @@ def test_a_stream_a_client_is_reading_does_not_expire_under_it() -> None:
 
 
 # ------------------------------------------------------------ the timer
-def wait_until(predicate, timeout: float = 10.0):
-    async def poll() -> None:
-        with anyio.fail_after(timeout):
-            while not predicate():
-                await anyio.sleep(0.01)
-
-    return poll()
-
-
 def sweepers() -> list[asyncio.Task]:
     return [t for t in asyncio.all_tasks() if t.get_name() == "asgi-stream MemoryStore expiry"]
 
@@ -110,8 +103,8 @@ def test_streams_expire_on_a_timer_with_one_task_per_store_that_ends_when_the_st
             w.append(1, b"x")
             await w.finish("completed")
         # Nothing touches the store from here on: only its timer can drop them.
-        await wait_until(lambda: store.streams == 0)
-        await wait_until(lambda: not sweepers())
+        await wait_for_async(lambda: store.streams == 0)
+        await wait_for_async(lambda: not sweepers())
         assert not store.sweeping and store.total_bytes == 0
         # A later stream starts it again; a running TTL far away is slept through, and a
         # stream finishing meanwhile wakes the timer early.
@@ -119,7 +112,7 @@ def test_streams_expire_on_a_timer_with_one_task_per_store_that_ends_when_the_st
         assert len(sweepers()) == 1
         await anyio.sleep(0.05)
         await w.finish("completed")
-        await wait_until(lambda: store.streams == 0)
+        await wait_for_async(lambda: store.streams == 0)
 
     anyio.run(main)
 
@@ -132,7 +125,7 @@ def test_aclose_stops_the_timer_and_a_loop_that_ends_takes_it_along(backend: str
         await store.open(sid(1), META)
         assert store.sweeping
         await store.aclose()
-        await wait_until(lambda: not store.sweeping)
+        await wait_for_async(lambda: not store.sweeping)
         await store.open(sid(2), META)
         assert store.sweeping  # the store stays usable
         # The loop ends here with the timer still waiting: the loop cancels it.
@@ -156,9 +149,9 @@ def test_the_timer_runs_in_a_real_server_and_ends_with_it() -> None:
     from starlette.routing import Route
 
     from asgi_stream import StreamMiddleware, TokenStream
+    from conformance.clients import H1Client
 
     from ..support.servers import serve
-    from ..support.wire import Client
 
     store = MemoryStore(Limits(ttl=0.1))
 
@@ -168,13 +161,13 @@ def test_the_timer_runs_in_a_real_server_and_ends_with_it() -> None:
     app = Starlette(routes=[Route("/chat", endpoint)])
     app.add_middleware(StreamMiddleware, resume_store=store)
     with serve(app, "uvicorn") as srv:
-        with Client(srv.port) as c:
+        with H1Client("127.0.0.1", srv.port) as c:
             assert c.fetch("GET", "/chat").status == 200  # finished: expires in 0.1 s
         end = time.monotonic() + 10
         while store.streams and time.monotonic() < end:
             time.sleep(0.02)
         assert store.streams == 0, "the finished stream was not expired by the timer"
-        with Client(srv.port) as c:  # one more, still kept when the server stops
+        with H1Client("127.0.0.1", srv.port) as c:  # one more, still kept when the server stops
             assert c.fetch("GET", "/chat").status == 200
         assert store.streams == 1
     assert store._sweeper is not None and store._sweeper.done, "the timer outlived the server"

@@ -14,7 +14,8 @@ from starlette.routing import Route
 from asgi_stream import StreamMiddleware, TokenStream
 from asgi_stream.resume.redis import RedisStore
 
-from .helpers import read, wait_for
+from ..support.waiting import wait_for
+from .helpers import read
 
 SSE = [("accept", "text/event-stream")]
 
@@ -68,5 +69,7 @@ def test_no_task_outlives_its_streams(server, redis_server, key_prefix) -> None:
     end = read(b.port, "/chat", SSE + [("last-event-id", finished.last_id)])
     assert end.response.status == 204
 
-    assert wait_for(lambda: len(finals) == 2 + 5, 10), finals
-    assert wait_for(lambda: tasks(a) <= base_a and tasks(b) <= base_b, 10), (tasks(a), base_a, tasks(b), base_b)
+    wait_for(lambda: len(finals) == 2 + 5, 10, message=lambda: finals)
+    wait_for(
+        lambda: tasks(a) <= base_a and tasks(b) <= base_b, 10, message=lambda: (tasks(a), base_a, tasks(b), base_b)
+    )

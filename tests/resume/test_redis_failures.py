@@ -14,8 +14,9 @@ import time
 
 from conformance.sse import SSEParser
 
+from ..support.waiting import wait_for
 from .app import token
-from .helpers import Read, read, told_to_retry, wait_for
+from .helpers import Read, read, told_to_retry
 
 SSE = [("accept", "text/event-stream")]
 
@@ -55,11 +56,11 @@ def test_redis_killed_mid_stream(cluster, own_redis) -> None:
     c = cluster(own_redis.url, patience=2.0, finish_retry=30.0)
     path = f"/chat?n={n}&interval=0.05&tag=killed"
     local, t_local = in_background(c.port, path, SSE)
-    assert wait_for(lambda: len(local.events) >= 5, 10), c.diagnostics()
+    wait_for(lambda: len(local.events) >= 5, 10, message=c.diagnostics)
     producer = local.worker
     other = next(w for w in c.workers if w.name != producer)
     remote, t_remote = in_background(other.port, path, SSE + [("last-event-id", local.last_id)])
-    assert wait_for(lambda: len(remote.events) >= 3, 10), c.diagnostics()
+    wait_for(lambda: len(remote.events) >= 3, 10, message=c.diagnostics)
     assert remote.worker == other.name
 
     own_redis.kill()
@@ -78,7 +79,7 @@ def test_redis_killed_mid_stream(cluster, own_redis) -> None:
     # Resumes on the other worker: 503, promptly (an EventSource is told to come back
     # instead: it would stop on a 503). New streams work on both workers.
     answer, took = timed(lambda: read(other.port, path, [("last-event-id", local.last_id)]))
-    assert answer.response.status == 503 and took < 3.0 and answer.response.headers["retry-after"]
+    assert answer.response.status == 503 and took < 3.0 and answer.response.header_map["retry-after"]
     assert json.loads(b"".join(answer.events) or answer.response.body)["error"]["type"] == "store_unavailable"
     answer, took = timed(lambda: read(other.port, path, SSE + [("last-event-id", local.last_id)]))
     assert told_to_retry(answer) and took < 3.0
@@ -102,8 +103,7 @@ def test_redis_killed_mid_stream(cluster, own_redis) -> None:
         assert r.response.status == 200, r.response  # a retry until it is back, never 204
         return None if told_to_retry(r) else r
 
-    again = wait_for(resumed_elsewhere, 15, interval=0.3)
-    assert again, c.diagnostics()
+    again = wait_for(resumed_elsewhere, 15, interval=0.3, message=c.diagnostics)
     assert datas(again.events) == expected(n)[20:]
     assert all(w.proc.poll() is None for w in c.workers)
 
@@ -113,10 +113,10 @@ def test_redis_restarted_mid_stream_is_ridden_out(cluster, own_redis) -> None:
     c = cluster(own_redis.url, patience=3.0)
     path = f"/chat?n={n}&interval=0.05&tag=restarted"
     local, t_local = in_background(c.port, path, SSE)
-    assert wait_for(lambda: len(local.events) >= 5, 10), c.diagnostics()
+    wait_for(lambda: len(local.events) >= 5, 10, message=c.diagnostics)
     other = next(w for w in c.workers if w.name != local.worker)
     remote, t_remote = in_background(other.port, path, SSE + [("last-event-id", local.last_id)])
-    assert wait_for(lambda: len(remote.events) >= 3, 10), c.diagnostics()
+    wait_for(lambda: len(remote.events) >= 3, 10, message=c.diagnostics)
 
     own_redis.kill()
     own_redis.start()  # on the same port, with nothing in it
@@ -132,7 +132,7 @@ def test_a_hung_redis_hangs_nothing(cluster, own_redis) -> None:
     c = cluster(own_redis.url, patience=2.0)
     path = f"/chat?n={n}&interval=0.05&tag=hung"
     local, t_local = in_background(c.port, path, SSE)
-    assert wait_for(lambda: len(local.events) >= 5, 10), c.diagnostics()
+    wait_for(lambda: len(local.events) >= 5, 10, message=c.diagnostics)
     other = next(w for w in c.workers if w.name != local.worker)
     own_redis.pause()
     try:
@@ -154,8 +154,7 @@ def test_a_hung_redis_hangs_nothing(cluster, own_redis) -> None:
         rest = read(elsewhere.port, "/chat?n=20&interval=0.02&tag=after", SSE + [("last-event-id", first.last_id)])
         return (first, rest) if rest.response.status == 200 and not told_to_retry(rest) else None
 
-    pair = wait_for(cross_worker_resume, 15, interval=0.3)
-    assert pair, c.diagnostics()
+    pair = wait_for(cross_worker_resume, 15, interval=0.3, message=c.diagnostics)
     first, rest = pair
     assert datas(first.events + rest.events) == expected(20)
 
@@ -165,12 +164,12 @@ def test_the_producing_worker_crashing(cluster, redis_server) -> None:
     c = cluster(redis_server.url, patience=2.0)
     path = f"/chat?n={n}&interval=0.05&tag=crash"
     local, _ = in_background(c.port, path, SSE)
-    assert wait_for(lambda: len(local.events) >= 5, 10), c.diagnostics()
+    wait_for(lambda: len(local.events) >= 5, 10, message=c.diagnostics)
     producer = c.worker(local.worker)
     other = next(w for w in c.workers if w is not producer)
     cursor = local.last_id
     remote, t_remote = in_background(other.port, path, SSE + [("last-event-id", cursor)])
-    assert wait_for(lambda: len(remote.events) >= 5, 10), c.diagnostics()
+    wait_for(lambda: len(remote.events) >= 5, 10, message=c.diagnostics)
 
     producer.proc.kill()  # SIGKILL: no goodbye, the generator and its writer are gone
     killed = time.monotonic()

@@ -27,9 +27,10 @@ from starlette.routing import Route
 
 from asgi_stream import StreamMiddleware, TokenStream
 from asgi_stream.resume import StoreUnavailable, StreamMeta
+from conformance.clients import H1Client
 
-from ..support.wire import Client
-from .helpers import read, wait_for
+from ..support.waiting import wait_for
+from .helpers import read
 from .test_eventsource import CLIENT_JS, _node_eventsource
 from .test_redis_failures import expected, in_background
 
@@ -145,32 +146,32 @@ def app_on(redis_url: str, prefix: str) -> Starlette:
 def test_the_http_answers_while_redis_cannot_tell(server, redis_server, key_prefix) -> None:
     srv = server(app_on(redis_server.url, key_prefix))
     cursor = [("last-event-id", f"{sid(4)}.3")]
-    with Client(srv.port) as c:
+    with H1Client("127.0.0.1", srv.port) as c:
         es = c.fetch("GET", "/chat", SSE + cursor)
-    assert es.status == 200 and es.headers["content-type"].startswith("text/event-stream")
+    assert es.status == 200 and es.header_map["content-type"].startswith("text/event-stream")
     assert es.body.startswith(b"retry: ") and b"data:" not in es.body  # reconnect, same cursor
-    with Client(srv.port) as c:
+    with H1Client("127.0.0.1", srv.port) as c:
         other = c.fetch("GET", "/chat", [("accept", "application/x-ndjson"), *cursor])
-    assert other.status == 503 and int(other.headers["retry-after"]) >= 1
+    assert other.status == 503 and int(other.header_map["retry-after"]) >= 1
     assert json.loads(other.body)["error"]["type"] == "store_unavailable"
 
     def settled():
-        with Client(srv.port) as c:
+        with H1Client("127.0.0.1", srv.port) as c:
             r = c.fetch("GET", "/chat", SSE + cursor)
         return r if r.status == 204 else None
 
-    assert wait_for(settled, 20, interval=0.2), "the unknown stream never got its 204"
+    wait_for(settled, 20, interval=0.2, message="the unknown stream never got its 204")
 
 
 def test_an_unreachable_store_tells_an_eventsource_to_come_back(server, own_redis, key_prefix) -> None:
     srv = server(app_on(own_redis.url, key_prefix))
     own_redis.kill()
-    with Client(srv.port) as c:
+    with H1Client("127.0.0.1", srv.port) as c:
         es = c.fetch("GET", "/chat", SSE + [("last-event-id", f"{sid(5)}.3")])
     assert es.status == 200 and es.body.startswith(b"retry: ")
-    with Client(srv.port) as c:
+    with H1Client("127.0.0.1", srv.port) as c:
         other = c.fetch("GET", "/chat", [("last-event-id", f"{sid(5)}.3")])
-    assert other.status == 503 and "retry-after" in other.headers
+    assert other.status == 503 and "retry-after" in other.header_map
 
 
 def test_an_eventsource_resuming_across_an_empty_restart_gets_the_rest(cluster, own_redis) -> None:
@@ -182,7 +183,7 @@ def test_an_eventsource_resuming_across_an_empty_restart_gets_the_rest(cluster, 
     c = cluster(own_redis.url, patience=10.0, timeout=3.0)  # recovery window: 2*0.25 + 2 + 3 s
     path = f"/chat?n={n}&interval=0.05&tag=recovery"
     local, _ = in_background(c.port, path, SSE)
-    assert wait_for(lambda: len(local.events) >= 5, 10), c.diagnostics()
+    wait_for(lambda: len(local.events) >= 5, 10, message=c.diagnostics)
     producer = c.worker(local.worker)
     other = next(w for w in c.workers if w is not producer)
     cursor = local.last_id
