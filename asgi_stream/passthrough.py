@@ -104,7 +104,7 @@ class Passthrough(Stream):
         #: ASGI ≥ 2.4: sends after the client left raise OSError, as the server's do.
         self._raise_gone = raise_gone
         self._dropped = 0
-        self._body_iterator: object | None = None
+        self._body_iterator: tuple[object | None, object | None] = (None, None)
         self.aborted_at: float | None = None
         #: When the body ended on the wire (the stream closes when the app returns).
         self.body_ended_at: float | None = None
@@ -112,7 +112,7 @@ class Passthrough(Stream):
     async def begin(self, message: Message) -> None:
         """Handle the app's ``http.response.start``."""
         self.lifecycle.handle(Event.START)
-        self._body_iterator = _caller_body_iterator()
+        self._body_iterator = _body_iterators(_caller_body_iterator())
         self.status = message["status"]
         self.raw_headers = stream_headers(
             message.get("headers", ()),
@@ -272,7 +272,7 @@ class Passthrough(Stream):
         suspended, then the stream."""
         with anyio.CancelScope(shield=True):
             if self.lifecycle.ending is not Ending.COMPLETE:
-                await _close_iterator(self._body_iterator, self.config.close_timeout, self.describe())
+                await _close_iterators(self._body_iterator, self.config.close_timeout, self.describe())
             await self.close(ended_at=self.body_ended_at)
 
 
@@ -291,31 +291,35 @@ def _caller_body_iterator() -> object | None:
     return None
 
 
-async def _close_iterator(iterator: object | None, timeout: float, name: str) -> None:
-    """Close an async generator left suspended at a ``yield``; for Starlette's
-    ``iterate_in_threadpool`` also the sync iterator inside it (on a worker thread)."""
-    if iterator is None or getattr(iterator, "ag_frame", None) is None or getattr(iterator, "ag_running", True):
-        return
-    inner = _threadpool_iterator(iterator)
+def _body_iterators(iterator: object | None) -> tuple[object | None, object | None]:
+    """The body iterator and, for Starlette's ``iterate_in_threadpool`` wrapper, the sync
+    iterator it drives (read now: once the wrapper has finished its frame is gone)."""
+    try:
+        from starlette.concurrency import iterate_in_threadpool
+    except ImportError:  # pragma: no cover - Starlette is a dependency
+        return iterator, None
+    if getattr(iterator, "ag_code", None) is not iterate_in_threadpool.__code__:
+        return iterator, None
+    frame = getattr(iterator, "ag_frame", None)
+    inner = frame.f_locals.get("iterator") if frame is not None else None
+    return iterator, inner if hasattr(inner, "close") and hasattr(inner, "gi_frame") else None
+
+
+async def _close_iterators(iterators: tuple[object | None, object | None], timeout: float, name: str) -> None:
+    """Close an async generator left suspended at a ``yield``, and the sync generator
+    inside Starlette's thread-pool wrapper (on a worker thread) if it is not finished."""
+    outer, inner = iterators
     with anyio.move_on_after(timeout) as scope:
         try:
-            await iterator.aclose()  # type: ignore[attr-defined]
-            close = getattr(inner, "close", None)
-            if close is not None:
-                await anyio.to_thread.run_sync(close)
+            if (
+                outer is not None
+                and getattr(outer, "ag_frame", None) is not None
+                and not getattr(outer, "ag_running", True)
+            ):
+                await outer.aclose()  # type: ignore[attr-defined]
+            if inner is not None and getattr(inner, "gi_frame", None) is not None:
+                await anyio.to_thread.run_sync(inner.close)  # type: ignore[attr-defined]
         except Exception:
             logger.exception("asgi_stream: closing the body iterator of %s raised", name)
     if scope.cancelled_caught:
         logger.error("asgi_stream: the body iterator of %s did not close within %.1f s", name, timeout)
-
-
-def _threadpool_iterator(agen: object) -> object | None:
-    """The sync iterator inside Starlette's ``iterate_in_threadpool`` wrapper."""
-    try:
-        from starlette.concurrency import iterate_in_threadpool
-    except ImportError:  # pragma: no cover - Starlette is a dependency
-        return None
-    if getattr(agen, "ag_code", None) is not iterate_in_threadpool.__code__:
-        return None
-    frame = getattr(agen, "ag_frame", None)
-    return frame.f_locals.get("as_iterator") if frame is not None else None
