@@ -32,6 +32,8 @@ class SSEComment:
 
     text: str
     t: float | None = None
+    #: How many events were dispatched before it (its place among the events).
+    events_before: int = 0
 
 
 @dataclass(slots=True)
@@ -55,6 +57,7 @@ class SSEParser:
     )
     _started: bool = False
     _pending: str = ""
+    _block: list[str] = field(default_factory=list)
     _skip_lf: bool = False
     _data: str = ""
     _event_type: str = ""
@@ -71,14 +74,19 @@ class SSEParser:
         """End of stream: flush the decoder; an unfinished event is discarded (spec)."""
         text = self._decoder.decode(b"", final=True)
         out = self._feed_text(text)
-        if self._pending:
-            # A last line without terminator: not a complete line, never processed.
-            self._pending = ""
+        # A last line without terminator is not a complete line: never processed (it
+        # stays in ``unfinished``).
         if self._data or self._event_type:
             self.discarded_at_close = self._data
         self._data = ""
         self._event_type = ""
         return out
+
+    @property
+    def unfinished(self) -> str:
+        """What came after the last blank line: the lines of a block not yet ended (each
+        with a LF) and a last line without its terminator; "" at an event boundary."""
+        return "".join(line + "\n" for line in self._block) + self._pending
 
     # ------------------------------------------------------------ the algorithm
     def _feed_text(self, text: str) -> list[SSEMessage]:
@@ -123,9 +131,11 @@ class SSEParser:
 
     def _line(self, line: str) -> SSEMessage | None:
         if line == "":
+            self._block.clear()
             return self._dispatch()
+        self._block.append(line)
         if line[0] == ":":
-            self.comments.append(SSEComment(line[1:], self._t))
+            self.comments.append(SSEComment(line[1:], self._t, len(self.events)))
             return None
         colon = line.find(":")
         if colon >= 0:

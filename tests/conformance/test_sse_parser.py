@@ -114,6 +114,28 @@ def test_unterminated_last_event_discarded() -> None:
     assert [e.data for e in p.events] == ["done"]
 
 
+def test_unfinished_is_what_follows_the_last_blank_line_in_any_split() -> None:
+    for stream, rest in [
+        (b"data: a\n\n", ""),
+        (b"data: a\n\n: ka\n\n", ""),
+        (b"data: a\n\ndata: b\nid: 2\ndata: par", "data: b\nid: 2\ndata: par"),
+        (b"data: a\r\n\r\n: c\r\n", ": c\n"),
+        (b"retry: 5\n", "retry: 5\n"),
+    ]:
+        for pieces in _all_splits(stream):
+            p = SSEParser()
+            for piece in pieces:
+                p.feed(piece)
+            assert p.unfinished == rest, pieces
+            p.close()
+            assert p.unfinished == rest, pieces  # closing processes nothing more
+
+
+def test_a_comment_knows_its_place_among_the_events() -> None:
+    p = parse_sse(b": a\n\ndata: 1\n\n: b\n\n: c\ndata: 2\n\n: d\n\n")
+    assert [(c.text, c.events_before) for c in p.comments] == [(" a", 0), (" b", 1), (" c", 1), (" d", 2)]
+
+
 # ---------------------------------------------------------------- UTF-8
 def test_split_multibyte_character_decodes_across_chunks() -> None:
     stream = "data: 😀 é\n\n".encode()

@@ -25,6 +25,7 @@ import trio
 
 from asgi_stream import CancelReason, Outcome, StreamMiddleware
 from asgi_stream.threads import SyncIteratorDriver
+from conformance.sse import SSEMessage, SSEParser
 
 from . import kinds as kinds_mod
 from .fakeserver import FakeServer
@@ -184,26 +185,8 @@ def _only_send_errors(exc: BaseException) -> bool:
     return isinstance(exc, OSError)
 
 
-def sse_events(body: bytes) -> tuple[list[dict[str, str]], bytes]:
-    """Complete SSE events (comments dropped) and the incomplete rest."""
-    text = body.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-    *complete, rest = text.split(b"\n\n")
-    events: list[dict[str, str]] = []
-    for block in complete:
-        event: dict[str, str] = {}
-        for line in block.decode("utf-8", "replace").split("\n"):
-            if not line or line.startswith(":"):
-                continue
-            name, _, value = line.partition(":")
-            value = value[1:] if value.startswith(" ") else value
-            event[name] = event[name] + "\n" + value if name in event else value
-        if event:
-            events.append(event)
-    return events, rest
-
-
-def data_of(event: dict[str, str]) -> str:
-    data = event.get("data", "")
+def data_of(event: SSEMessage) -> str:
+    data = event.data
     if data.startswith('"'):
         with contextlib.suppress(ValueError):
             return str(json.loads(data))
@@ -241,12 +224,18 @@ def check_body(kind: str, result: ServerOutcome, want: str) -> list[str]:
         return problems
     body = result.body()
     if kind == "text":
-        texts, rest, errors = [body.decode()], b"", []
+        texts, rest, errors, error_last = [body.decode()], "", [], False
         data = texts
     else:
-        events, rest = sse_events(body)
-        errors = [e for e in events if e.get("event") == "error"]
-        data = [data_of(e) for e in events if e.get("event") != "error"]
+        parser = SSEParser()
+        parser.feed(body)
+        parser.close()
+        rest = parser.unfinished
+        errors = [e for e in parser.events if e.type == "error"]
+        data = [data_of(e) for e in parser.events if e.type != "error"]
+        # The stream's last word: its last event, and no comment after it.
+        error_last = bool(parser.events) and parser.events[-1].type == "error"
+        error_last = error_last and all(c.events_before < len(parser.events) for c in parser.comments)
     if status != 200 and not (want == "clean" and status == 503 and not body):
         problems.append(f"body: want a 200 response, got status {status}")
     if not delivered_final:
@@ -270,7 +259,7 @@ def check_body(kind: str, result: ServerOutcome, want: str) -> list[str]:
             problems.append(f"body: want events {tokens}, got {data} (+{len(errors)} error events)")
     elif not prefix:
         problems.append(f"body: events {data} are not a prefix of {tokens}")
-    if want == "inband" and (not errors or body.rstrip().split(b"\n\n")[-1].find(b"event: error") < 0):
+    if want == "inband" and not (kind != "text" and error_last):
         problems.append("body: want an in-band error event last")
     if want == "clean" and errors and kind != "resumable":
         problems.append(f"body: an error event in a cleanly cancelled stream: {errors}")
