@@ -74,8 +74,10 @@ def _uvicorn(app: Any, **options: Any) -> Iterator[Running]:
             loop = asyncio.new_event_loop()
         loop_box.append(loop)
         asyncio.set_event_loop(loop)
-        loop.run_until_complete(server.serve(sockets=[sock]))
-        loop.close()
+        try:
+            loop.run_until_complete(server.serve(sockets=[sock]))
+        finally:
+            _close_loop(loop)
 
     thread = threading.Thread(target=run, daemon=True, name="test uvicorn")
     thread.start()
@@ -90,6 +92,21 @@ def _uvicorn(app: Any, **options: Any) -> Iterator[Running]:
         server.should_exit = True
         thread.join(10)
         sock.close()
+
+
+def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """What ``asyncio.run`` does on the way out: cancel the tasks the served app left
+    behind (sse-starlette's per-loop shutdown watcher, say) and let them end, finalise
+    async generators, close. A task left pending on a closed loop is reported ("Task was
+    destroyed but it is pending!") whenever the garbage collector finds it, in whatever
+    later test is running then."""
+    tasks = [task for task in asyncio.all_tasks(loop) if not task.done()]
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+    loop.run_until_complete(loop.shutdown_asyncgens())
+    loop.close()
 
 
 @contextlib.contextmanager
