@@ -1,5 +1,6 @@
 """Client-side helpers of the resume tests: read SSE/NDJSON responses as raw event
-bytes, drop connections, normalise stream ids for byte-for-byte comparisons."""
+bytes (kept raw for byte-for-byte comparisons; what they say is read with the
+conformance parser), drop connections, normalise stream ids."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import time
 from dataclasses import dataclass, field
 
 from conformance.clients import H1Client, H1Response
+
+from ..support.sse import SSEMessage, SSEParser, parse
 
 ID_LINE = re.compile(rb"id: [A-Za-z0-9_-]{16}\.")
 
@@ -30,12 +33,20 @@ class Read:
         assert self.response is not None
         return self.response.header_map["x-stream-id"]
 
+    def sse(self) -> SSEParser:
+        """The complete SSE events read, through the conformance parser."""
+        return parse(self.events)
+
+    @property
+    def messages(self) -> list[SSEMessage]:
+        return self.sse().events
+
     @property
     def last_id(self) -> str:
         """The id of the last complete SSE event read."""
-        match = re.search(rb"\nid: (\S+)\n\n$", b"\n" + self.events[-1])
-        assert match, self.events[-1]
-        return match.group(1).decode()
+        last = self.messages[-1]
+        assert last.last_event_id, self.events[-1]
+        return last.last_event_id
 
 
 def read(
@@ -85,7 +96,12 @@ def normalise(raw: bytes) -> bytes:
     return ID_LINE.sub(b"id: ################.", raw)
 
 
+def only_retry(body: bytes | list[bytes]) -> bool:
+    """An event stream carrying a ``retry:`` and no event, not even an unfinished one."""
+    parsed = parse(body)
+    return parsed.retry is not None and not parsed.events and parsed.discarded_at_close is None
+
+
 def told_to_retry(r: Read) -> bool:
     """An EventSource's "come back" answer: a 200 event stream carrying only ``retry:``."""
-    body = b"".join(r.events)
-    return r.response is not None and r.response.status == 200 and body.startswith(b"retry: ") and b"data:" not in body
+    return r.response is not None and r.response.status == 200 and only_retry(r.events)

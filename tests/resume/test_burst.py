@@ -16,6 +16,7 @@ from asgi_stream import Outcome, StreamMiddleware, TokenStream
 from asgi_stream.resume import Limits, MemoryStore, StreamMeta
 from conformance.clients import H1Client
 
+from ..support.sse import sse_data
 from .asgi import call, http_scope
 
 META = StreamMeta("sse", "text/event-stream", "text/event-stream", "GET", "/chat")
@@ -32,10 +33,6 @@ def burst_app(store, n: int = 300, size: int = 20_000, records=None) -> Starlett
     app = Starlette(routes=[Route("/chat", endpoint)])
     app.add_middleware(StreamMiddleware, resume_store=store, on_end=records.append if records is not None else None)
     return app
-
-
-def sse_data(body: bytes) -> list[str]:
-    return [line[6:] for line in body.decode().split("\n") if line.startswith("data: ")]
 
 
 @pytest.mark.parametrize("fmt", ["sse", "ndjson"])

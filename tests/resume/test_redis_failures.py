@@ -12,19 +12,13 @@ import json
 import threading
 import time
 
-from conformance.sse import SSEParser
-
+from ..support.sse import sse_data as datas
+from ..support.sse import sse_events
 from ..support.waiting import wait_for
 from .app import token
 from .helpers import Read, read, told_to_retry
 
 SSE = [("accept", "text/event-stream")]
-
-
-def datas(events: list[bytes]) -> list[str]:
-    parser = SSEParser()
-    parser.feed(b"".join(events))
-    return [e.data for e in parser.events]
 
 
 def expected(n: int) -> list[str]:
@@ -71,8 +65,8 @@ def test_redis_killed_mid_stream(cluster, own_redis) -> None:
     assert not t_remote.is_alive(), "the tail on the other worker hangs"
     assert time.monotonic() - killed < 2.0 + 8
     assert remote.complete
-    error = remote.events[-1].decode()
-    assert error.startswith("event: error\n") and "StoreUnavailable" in error, error
+    error = sse_events(remote.events)[-1]
+    assert error.type == "error" and "StoreUnavailable" in error.data, remote.events[-1]
     got = datas(remote.events[:-1])
     assert got == expected(n)[5 : 5 + len(got)]  # a correct prefix of the rest
 
@@ -177,8 +171,8 @@ def test_the_producing_worker_crashing(cluster, redis_server) -> None:
     assert not t_remote.is_alive(), "the tail on the surviving worker hangs"
     # The producer's heartbeat expires (1.25 s here), then the consumer's patience (2 s).
     assert time.monotonic() - killed < 1.25 + 2.0 + 4.0
-    error = remote.events[-1].decode()
-    assert error.startswith("event: error\n") and "StoreUnavailable" in error, error
+    error = sse_events(remote.events)[-1]
+    assert error.type == "error" and "StoreUnavailable" in error.data, remote.events[-1]
     first = int(cursor.rsplit(".", 1)[1])
     got = datas(remote.events[:-1])
     assert got == expected(n)[first : first + len(got)]
@@ -188,5 +182,6 @@ def test_the_producing_worker_crashing(cluster, redis_server) -> None:
     assert again.response.status == 200 and again.complete
     replayed = datas(again.events[:-1])
     assert replayed == expected(n)[first : first + len(replayed)] and len(replayed) >= len(got)
-    assert b"StoreUnavailable" in again.events[-1]
+    error = sse_events(again.events)[-1]
+    assert error.type == "error" and "StoreUnavailable" in error.data, again.events[-1]
     assert read(other.port, "/health").response.status == 200

@@ -11,6 +11,7 @@ from starlette.routing import Route
 from asgi_stream import StreamMiddleware, TokenStream
 from asgi_stream.resume import Limits, MemoryStore
 
+from ..support.sse import sse_data
 from .helpers import read
 
 SSE = [("accept", "text/event-stream")]
@@ -40,7 +41,7 @@ def test_a_generator_that_never_awaits_does_not_outrun_its_first_client(server) 
     got = read(srv.port, "/chat", SSE)
     assert got.response.status == 200 and got.complete
     assert len(got.events) == 20_001
-    assert got.events[-1].startswith(b"data: [DONE]\n")
+    assert got.messages[-1].data == "[DONE]"
 
 
 @pytest.mark.parametrize("store", ["memory", "redis"])
@@ -67,5 +68,4 @@ def test_memory_store_resumes_live_on_every_server(server, kind) -> None:
     first = read(srv.port, "/chat", SSE, limit=5)  # then the client drops
     rest = read(srv.port, "/chat", SSE + [("last-event-id", first.last_id)])
     assert rest.response.status == 200 and rest.complete
-    datas = [e.split(b"\n")[0] for e in first.events + rest.events]
-    assert datas == [f"data: t{i}".encode() for i in range(30)] + [b"data: [DONE]"]
+    assert sse_data(first.events + rest.events) == [f"t{i}" for i in range(30)] + ["[DONE]"]
