@@ -12,6 +12,8 @@ import pytest
 
 from asgi_stream.demo.model import LoadedModel, load_tiny
 
+from ..support.sse import sse_data
+
 
 @pytest.fixture(scope="session")
 def tiny() -> LoadedModel:
@@ -62,24 +64,10 @@ def stats_entry(base: str, job_id: int | None = None, *, endpoint: str | None = 
     return None
 
 
-def sse_events(body: str) -> list[str]:
-    """The data of each SSE event in a complete body (simple bodies, LF only)."""
-    events = []
-    for block in body.split("\n\n"):
-        lines = [
-            line[6:] if line.startswith("data: ") else line[5:]
-            for line in block.split("\n")
-            if line.startswith("data:")
-        ]
-        if lines:
-            events.append("\n".join(lines))
-    return events
-
-
 def chunk_texts(body: str) -> list[str]:
     """The content pieces of an OpenAI chat stream body."""
     out = []
-    for data in sse_events(body):
+    for data in sse_data(body):
         if data == "[DONE]":
             break
         choice = (json.loads(data).get("choices") or [{}])[0]

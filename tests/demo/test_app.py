@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from asgi_stream.demo.batching import BatchSettings
 from asgi_stream.demo.schemas import Limits
 
+from ..support.sse import SSEParser, nothing_after, parse, sse_data
 from ..support.waiting import wait_for
 from .conftest import stats_entry
 
@@ -42,11 +43,7 @@ def test_generate_negotiates_text_sse_and_ndjson(live: Any) -> None:
     assert sse.headers["content-type"].startswith("text/event-stream")
     assert sse.headers.get("x-accel-buffering") == "no"
     assert sse.text.startswith("data:")
-    events = []  # reassemble per the SSE rules: several data lines join with LF
-    for block in sse.text.split("\n\n"):
-        lines = [ln[6:] if ln.startswith("data: ") else ln[5:] for ln in block.split("\n") if ln.startswith("data:")]
-        if lines:
-            events.append("\n".join(lines))
+    events = sse_data(sse.content)
     assert len(events) > 1 and "".join(events) == text.text
 
     nd = _generate(url, "Hello", 40, "application/x-ndjson")
@@ -73,11 +70,7 @@ def test_concurrent_requests_do_not_corrupt_each_other(live: Any) -> None:
     for t in threads:
         t.join(60)
     for prompt in prompts:
-        data = "".join(
-            "\n".join(ln[6:] for ln in block.split("\n") if ln.startswith("data: "))
-            for block in results[prompt].split("\n\n")
-        )
-        assert data == alone[prompt]
+        assert "".join(sse_data(results[prompt])) == alone[prompt]
 
 
 class Reader(threading.Thread):
@@ -87,6 +80,7 @@ class Reader(threading.Thread):
         super().__init__(daemon=True)
         self.url, self.body, self.stop_after_data = url, body, stop_after_data
         self.chunks: list[tuple[float, bytes]] = []
+        self.sse = SSEParser()
         self.status: int | None = None
         self.started_at = 0.0
         self.close = threading.Event()
@@ -98,8 +92,8 @@ class Reader(threading.Thread):
                 self.status = response.status_code
                 for chunk in response.iter_raw():
                     self.chunks.append((time.monotonic(), chunk))
-                    data = b"".join(c for _, c in self.chunks).count(b"data:")
-                    if self.close.is_set() or (self.stop_after_data and data >= self.stop_after_data):
+                    self.sse.feed(chunk)
+                    if self.close.is_set() or (self.stop_after_data and len(self.sse.events) >= self.stop_after_data):
                         return
 
     @property
@@ -119,21 +113,25 @@ def test_queue_full_gets_429_and_queued_stream_gets_keepalives(live: Any) -> Non
     )
     queued.start()
     wait_for(lambda: engine.queue_depth == 1)
+    queued_by = time.monotonic()  # it was queued by now
     refused = httpx.post(url + "/v1/completions", json={"prompt": "c", "max_tokens": 5}, timeout=10)
     assert refused.status_code == 429
     assert refused.headers["retry-after"] == "1"
     error = refused.json()["error"]
     assert error["code"] == "queue_full" and set(error) == {"message", "type", "param", "code"}
-    time.sleep(0.7)
+    # Kept alive while it waits: keepalives every 0.2 s before any event.
+    wait_for(lambda: len(parse(queued.body_bytes).comments) >= 2, message=lambda: queued.body_bytes)
+    released = time.monotonic()
     running.close.set()  # the running client leaves: its generation stops, the queued one starts
     queued.join(30)
-    body = queued.body_bytes
+    body = parse(queued.body_bytes)
     assert queued.status == 200
-    assert body.startswith(b": keepalive\n\n")  # headers and keepalives while it waited
-    assert body.index(b"data:") > body.rindex(b": keepalive")
-    assert body.endswith(b"data: [DONE]\n\n")
+    waited = [c.text for c in body.comments if c.events_before == 0]
+    assert len(waited) >= 2 and set(waited) == {" keepalive"}, queued.body_bytes  # headers and keepalives first
+    # (Once tokens flow, a keepalive may still come in a gap longer than 0.2 s: a loaded machine.)
+    assert body.events[-1].data == "[DONE]" and nothing_after(body), queued.body_bytes
     entry = wait_for(lambda: stats_entry(url, endpoint="chat.completions"))
-    assert entry["queue_wait_s"] >= 0.5
+    assert entry["queue_wait_s"] >= released - queued_by  # queued before the one, started after the other
     assert entry["ttft_s"] >= entry["queue_wait_s"]  # time queued counts toward TTFT
     first = wait_for(lambda: stats_entry(url, endpoint="generate"))
     assert first["outcome"] == "cancelled" and first["steps_after_cancel"] <= 1

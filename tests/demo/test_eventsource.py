@@ -20,13 +20,14 @@ from asgi_stream.demo.engine import PACED_TOKENS
 from asgi_stream.demo.eventsource import parse_query
 from asgi_stream.demo.schemas import APIError, Limits
 
+from ..support.sse import SSEParser, first_event, parse
 from ..support.waiting import wait_for
-from .conftest import sse_events, stats_entry
+from .conftest import stats_entry
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run"]  # fmt: skip
-ID = re.compile(r"^id: ([A-Za-z0-9_-]{16})\.(\d+)$", re.M)
+ID = re.compile(r"([A-Za-z0-9_-]{16})\.(\d+)")
 
 
 class CutEvery:
@@ -74,21 +75,10 @@ class CutEvery:
         await task
 
 
-def _events(body: str) -> list[tuple[str, str, str]]:
-    """(type, data, id) of each complete SSE event (simple LF bodies)."""
-    out = []
-    for block in body.split("\n\n"):
-        fields: dict[str, str] = {}
-        data = []
-        for line in block.split("\n"):
-            name, _, value = line.partition(": ")
-            if name == "data":
-                data.append(value)
-            elif name in ("event", "id", "retry"):
-                fields[name] = value
-        if data:
-            out.append((fields.get("event", "message"), "\n".join(data), fields.get("id", "")))
-    return out
+def _events(body: str | SSEParser) -> list[tuple[str, str, str]]:
+    """(type, data, last event id) of each complete SSE event."""
+    parser = parse(body) if isinstance(body, str) else body
+    return [(e.type, e.data, e.last_event_id) for e in parser.events]
 
 
 def _text(events: list[tuple[str, str, str]]) -> str:
@@ -137,12 +127,14 @@ def test_stream_wire_shape_and_a_manual_resume(live: Any) -> None:
     whole = httpx.get(f"{url}/v1/stream?{query}", timeout=30)
     assert whole.status_code == 200 and whole.headers["content-type"].startswith("text/event-stream")
     assert re.fullmatch(r"[A-Za-z0-9_-]{16}", whole.headers["x-stream-id"])
-    assert whole.text.startswith("event: start\n") and "retry: 300\n" in whole.text.split("\n\n")[0]
+    start, before = first_event(whole.content)
+    assert start.type == "start" and before.retry == 300 and not before.comments  # retry with the first event
     events = _events(whole.text)
     kinds = [kind for kind, _, _ in events]
     assert kinds[0] == "start" and kinds[-1] == "done" and set(kinds[1:-1]) == {"message"}
-    seqs = [int(m.group(2)) for m in ID.finditer(whole.text)]
-    assert seqs == list(range(1, len(events) + 1))  # every event has an id, in order
+    ids = [ID.fullmatch(last_id) for _, _, last_id in events]
+    assert all(ids), events
+    assert [int(m.group(2)) for m in ids] == list(range(1, len(events) + 1))  # every event has an id, in order
     done = json.loads(events[-1][1])
     assert done["finish_reason"] == "length" and done["usage"]["completion_tokens"] == 80
     text = _text(events)
@@ -156,12 +148,12 @@ def test_stream_wire_shape_and_a_manual_resume(live: Any) -> None:
 
     # A client that read part of a stream resumes from its last event id: the rest, once.
     with httpx.stream("GET", f"{url}/v1/stream?{query}", timeout=30) as response:
-        head, buffer = response.headers, ""
-        for chunk in response.iter_text():
-            buffer += chunk
-            if buffer.count("\n\n") >= 10:
+        head, parser = response.headers, SSEParser()
+        for chunk in response.iter_bytes():
+            parser.feed(chunk)
+            if len(parser.events) >= 10:
                 break
-    first = _events(buffer[: buffer.rindex("\n\n") + 2])
+    first = _events(parser)
     resumed = httpx.get(f"{url}/v1/stream?{query}", headers={"Last-Event-ID": first[-1][2]}, timeout=30)
     assert resumed.status_code == 200
     rest = _events(resumed.text)
@@ -269,8 +261,3 @@ def test_stop_sequences_apply(live: Any) -> None:
     assert _text(events) == "".join(PACED_TOKENS[:7])  # "The quick brown fox jumps over the"
     assert json.loads(events[-1][1])["finish_reason"] == "stop"
     assert wait_for(lambda: stats_entry(url, endpoint="stream"))["finish_reason"] == "stop"
-
-
-def test_sse_events_helper_agrees() -> None:
-    body = 'event: start\ndata: {"id": 1}\nid: abc.1\n\ndata: {"text": "x"}\nid: abc.2\n\n'
-    assert [d for _, d, _ in _events(body)] == sse_events(body)

@@ -28,6 +28,7 @@ from asgi_stream.integrations.transformers import (
     start_generation,
 )
 
+from ..support.sse import SSEParser
 from ..support.waiting import wait_for
 
 
@@ -345,10 +346,10 @@ def test_client_disconnect_over_http_stops_generate(tiny: LoadedModel, server: A
         with httpx.Client(timeout=10) as client:
             with client.stream("GET", running.url + "/g") as response:
                 assert response.headers["content-type"].startswith("text/event-stream")
-                received = b""
+                parser = SSEParser()
                 for chunk in response.iter_raw():
-                    received += chunk
-                    if received.count(b"\n\n") >= 5:
+                    parser.feed(chunk)
+                    if len(parser.events) >= 5:
                         break
         gen = wait_for(lambda: generations and generations[0].stats.done.is_set() and generations[0])
     finally:

@@ -14,6 +14,7 @@ import pytest
 
 from asgi_stream.integrations.transformers import IncrementalDetokenizer
 
+from ..support.sse import SSEParser
 from ..support.waiting import wait_for
 from .conftest import stats_entry
 
@@ -76,10 +77,10 @@ def test_smollm2_generates_coherent_text_and_cancels(server: Any) -> None:
             with http.stream(
                 "POST", running.url + "/generate", json=body, headers={"Accept": "text/event-stream"}
             ) as response:
-                events = 0
+                parser = SSEParser()
                 for chunk in response.iter_raw():
-                    events += chunk.count(b"data:")
-                    if events >= 5:
+                    parser.feed(chunk)
+                    if len(parser.events) >= 5:
                         break
         entry = wait_for(lambda: stats_entry(running.url, endpoint="generate"), timeout=60)
         assert entry["outcome"] == "cancelled" and entry["finish_reason"] == "cancelled"
