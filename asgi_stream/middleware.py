@@ -176,6 +176,7 @@ class RequestContext:
         "app_send",
         "config",
         "done",
+        "forward",
         "hub",
         "middleware",
         "mode",
@@ -212,6 +213,8 @@ class RequestContext:
         self.tg: anyio.abc.TaskGroup | None = None
         self.stream: Stream | None = None
         self.mode = _UNDECIDED
+        #: Where the application's messages go once a passthrough stream started.
+        self.forward: Send | None = None
         self.relaying = False
         self._relay_scope: anyio.CancelScope | None = None
 
@@ -266,14 +269,15 @@ class RequestContext:
 
     async def send(self, message: Message) -> None:
         """The ``send`` handed to the application."""
+        forward = self.forward
+        if forward is not None:  # a passthrough stream: every chunk takes this path
+            await forward(message)
+            return
         mode = self.mode
         if mode == _PASS or (mode == _TOKEN and not self.relaying):
             await self.raw_send(message)
         elif mode == _TOKEN:
             await self._relay(message)
-        elif mode == _STREAM:
-            assert isinstance(self.stream, Passthrough)
-            await self.stream.on_message(message)
         elif message.get("type") == "http.response.start":
             media_type = media_type_of(message)
             if media_type in self.middleware.stream_media_types and not _has_content_length(message):
@@ -337,6 +341,7 @@ class RequestContext:
             send=self.raw_send,
         )
         self.mode = _STREAM
+        self.forward = stream.on_message
         self.attach(stream)
         self.hub.on_disconnect(stream.on_hub_disconnect)
         stream.token.add_callback(stream.token_callback())

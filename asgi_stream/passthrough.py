@@ -126,31 +126,35 @@ class Passthrough(Stream):
             await self._drop()  # the client left before the response started
 
     async def on_message(self, message: Message) -> None:
-        """Handle a later message of the app's response."""
+        """Handle a later message of the app's response (every chunk takes this path:
+        the app's own message goes on to the server when nothing is batched)."""
         if message.get("type") != BODY:
             await self.wire.send(message)
             return
-        if not self.lifecycle.running:
+        if self.lifecycle.ending is not None:  # after begin: no longer running
             await self._drop()
             return
         body = message.get("body", b"")
         more = message.get("more_body", False)
         if body:
-            body = bytes(body)
+            if type(body) is not bytes:
+                body = bytes(body)
+                message = {"type": BODY, "body": body, "more_body": more}
             rec = self.record
             if rec.first_token_at is None:
                 rec.first_token_at = _clock.monotonic()
             rec.events += 1
             rec.bytes += len(body)
-            self.tail = (self.tail + body)[-4:]
+            self.tail = body[-4:] if len(body) >= 4 else (self.tail + body)[-4:]
         batch = self.batch
         if more:
             if batch is not None:
                 if body:
                     await self.offer(body, _clock.monotonic())
             elif body:  # an empty non-final message never becomes a zero-length chunk
-                await self.wire.send({"type": BODY, "body": body, "more_body": True})
-            self._raise_if_gone()
+                await self.wire.send(message)
+            if self._raise_gone and self.hub.disconnected:
+                raise OSError("the client disconnected")
             return
         if batch:
             body = batch.take() + body

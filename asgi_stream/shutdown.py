@@ -35,14 +35,28 @@ _lock = threading.Lock()
 
 
 class _Chained:
-    """A signal handler that notifies the middlewares, then calls the previous one."""
+    """A signal handler that notifies the middlewares, then calls the previous one.
+
+    It looks like the handler it wraps to code that inspects the installed handler:
+    ``__self__`` is the previous handler's (uvicorn's ``Server``, which sse-starlette
+    finds this way to see ``should_exit``), ``__wrapped__`` the previous handler."""
+
+    __slots__ = ("__wrapped__", "previous")
 
     def __init__(self, previous: Callable[[int, FrameType | None], Any]) -> None:
         self.previous = previous
+        self.__wrapped__ = previous
 
     def __call__(self, signum: int, frame: FrameType | None) -> Any:
         notify_all()
         return self.previous(signum, frame)
+
+    @property
+    def __self__(self) -> object:
+        try:
+            return self.previous.__self__  # type: ignore[attr-defined]
+        except AttributeError:
+            raise AttributeError("__self__") from None
 
 
 def watch(middleware: StreamMiddleware, loop: anyio.lowlevel.EventLoopToken) -> None:

@@ -87,7 +87,10 @@ class Wire:
             self.interrupted = True  # cancelled mid-send: the client may not be reading
             raise
         finally:
-            self.done()
+            self.sending = False  # what done() does, inline: every chunk passes here
+            if self._idle is not None:
+                idle, self._idle = self._idle, None
+                idle.set()
 
     async def gone(self, exc: Exception) -> None:
         """A body send raised: the client is gone and nothing more can be sent — ASGI

@@ -67,6 +67,10 @@ def variants() -> list[Variant]:
         ("raw ASGI", lambda: raw.app),
         ("Starlette StreamingResponse", lambda: starlette_stream.app),
         ("sse-starlette", lambda: sse_starlette_app.app),
+        (
+            "Starlette StreamingResponse + StreamMiddleware (passthrough)",
+            lambda: StreamMiddleware(starlette_stream.app),
+        ),
         ("asgi-stream per-token (Starlette app + StreamMiddleware)", lambda: asgi_stream_app.make_app(per_token)),
         ("asgi-stream coalescing (Starlette app + StreamMiddleware)", lambda: asgi_stream_app.make_app(coalescing)),
         (

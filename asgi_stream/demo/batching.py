@@ -253,17 +253,31 @@ class BatchBackend:
         processors.logits_processor.append(_make_sampler(self._sequences, self.loaded.constraint))
         processors.tensors_required += 1
         processors.do_processing = True
-        manager.warmup()  # creates the batch processor (and its cache) now, in this thread
-        scheduler = manager.batch_processor.scheduler
-        clear = scheduler.clear_cancelled_requests
+        # The batch processor (its paged cache and scheduler) is created by the
+        # generation thread itself, as the manager does when it is not warmed up: torch
+        # then runs that thread's forward passes with its own OpenMP team (created in
+        # another thread, measured: the second torch thread sat idle). The cancelled-
+        # request hook is installed as it is created.
+        create = manager._create_batch_processor
+        report = self._left
 
-        def clear_and_report() -> list[Any]:
-            states = clear()
-            for state in states:
-                self._left(state.request_id)
-            return list(states)
+        def create_and_hook() -> Any:
+            processor = create()
+            scheduler = processor.scheduler
+            clear = scheduler.clear_cancelled_requests
+            if not getattr(clear, "_asgi_stream_hook", False):
 
-        scheduler.clear_cancelled_requests = clear_and_report
+                def clear_and_report() -> list[Any]:
+                    states = clear()
+                    for state in states:
+                        report(state.request_id)
+                    return list(states)
+
+                clear_and_report._asgi_stream_hook = True  # type: ignore[attr-defined]
+                scheduler.clear_cancelled_requests = clear_and_report
+            return processor
+
+        manager._create_batch_processor = create_and_hook
 
         def start() -> None:
             with torch.inference_mode():
@@ -274,6 +288,15 @@ class BatchBackend:
         starter = threading.Thread(target=start, name="asgi-stream demo batch start", daemon=True)
         starter.start()
         starter.join()
+        # Ready means the cache exists: wait for the generation thread to create it
+        # (an error creating it ends that thread, and is raised here).
+        while manager.batch_processor is None:
+            status = manager.background_thread_status
+            if status.fatal_error is not None:
+                raise RuntimeError("the continuous batching manager failed to start") from status.fatal_error
+            if not manager.is_running():
+                raise RuntimeError("the continuous batching manager stopped while starting")
+            time.sleep(0.005)
         self.manager = manager
         self.starts += 1
 
