@@ -8,9 +8,10 @@ from typing import Any
 from ..stats import percentile
 
 OURS, PEER, PEER_CB = "asgi-stream", "serve", "serve-cb"
-#: Single-stream decode speed of the demo before batching, on the two-core CPU it was
-#: measured on (SmolLM2-135M, 2 torch threads, quiet machine).
-BASELINE_SINGLE_TPS = 25.0
+#: Single-stream speed of the demo before batching relative to ``transformers serve``
+#: in the same run (25.6 against 24.4 tokens/s, SmolLM2-135M, 2 torch threads): absolute
+#: figures move with the machine, the ratio is what the goal keeps.
+BASELINE_SINGLE_RATIO = 25.6 / 24.4
 
 
 def table(results: dict[str, Any]) -> dict[tuple[str, int], dict[str, float | None]]:
@@ -88,11 +89,13 @@ def goals(results: dict[str, Any], cells: dict[tuple[str, int], dict[str, float 
             "{:.2f}",
         )
     single = get(OURS, 1, "stream_tps")
-    if single is not None:
+    peers_single = [t for t in (get(PEER, 1, "stream_tps"), get(PEER_CB, 1, "stream_tps")) if t is not None]
+    if single is not None and peers_single:
+        best = max(peers_single)
         rows.append(
             (
-                f"single stream ≥ today's ~{BASELINE_SINGLE_TPS:.0f} tok/s (and vs. the peers in this run)",
-                f"{'met' if single >= BASELINE_SINGLE_TPS else 'MISSED'}: {single:.1f} tok/s "
+                f"single stream ≥ the fastest peer in this run (before batching: {BASELINE_SINGLE_RATIO:.2f}× `serve`)",
+                f"{'met' if single >= best else 'MISSED'}: {single:.1f} tok/s, {single / best:.2f}× "
                 f"(serve {_f(get(PEER, 1, 'stream_tps'))}, serve-cb {_f(get(PEER_CB, 1, 'stream_tps'))})",
             )
         )
