@@ -25,7 +25,7 @@ from asgi_stream import (
 )
 from conformance.clients import H1Client
 
-from .support.waiting import wait_for
+from .support.waiting import wait_for, wait_for_async
 
 BUDGET = 0.5  # generous for a shared 2-core machine; benchmarks measure the real figure
 
@@ -44,10 +44,12 @@ def open_stream(port: int, path: str = "/") -> H1Client:
 @pytest.mark.parametrize("how", ["close", "abort"])
 def test_async_generator_blocked_on_await_is_closed_promptly(server, probe, kind, how) -> None:
     records = []
+    waiting = threading.Event()
 
     async def gen():
         try:
             yield "first"
+            waiting.set()
             await anyio.sleep(30)  # blocked awaiting the next token
             yield "never"
         finally:
@@ -60,7 +62,7 @@ def test_async_generator_blocked_on_await_is_closed_promptly(server, probe, kind
     app.add_middleware(StreamMiddleware, on_end=records.append)
     srv = server(app, kind)
     c = open_stream(srv.port)
-    time.sleep(0.05)
+    assert waiting.wait(5), "the generator never reached its await"
     t_close = time.monotonic()
     getattr(c, how)()
     latency = probe.wait_finally(5) - t_close
@@ -73,11 +75,13 @@ def test_async_generator_blocked_on_await_is_closed_promptly(server, probe, kind
 def test_sync_generator_token_set_at_once_and_closed_after_its_blocking_step(server, probe) -> None:
     tokens: list[CancelToken] = []
     step_end: list[float] = []
+    in_step = threading.Event()
 
     def gen():
         tokens.append(current_cancel_token())
         try:
             yield "first"
+            in_step.set()
             time.sleep(1.0)  # a blocking step that cannot be interrupted
             step_end.append(time.monotonic())
             yield "second"
@@ -92,7 +96,7 @@ def test_sync_generator_token_set_at_once_and_closed_after_its_blocking_step(ser
     app.add_middleware(StreamMiddleware)
     srv = server(app)
     c = open_stream(srv.port)
-    time.sleep(0.05)
+    assert in_step.wait(5), "the generator never started its blocking step"
     t_close = time.monotonic()
     c.close()
     token = tokens[0]
@@ -107,10 +111,13 @@ def test_sync_generator_token_set_at_once_and_closed_after_its_blocking_step(ser
 
 
 def test_cooperative_sync_generator_stops_on_the_token(server, probe) -> None:
+    waiting = threading.Event()
+
     def gen():
         token = current_cancel_token()
         try:
             yield "first"
+            waiting.set()
             while not token.wait_sync(0.05):
                 pass
             probe.cancelled_seen = True
@@ -124,7 +131,7 @@ def test_cooperative_sync_generator_stops_on_the_token(server, probe) -> None:
     app.add_middleware(StreamMiddleware)
     srv = server(app)
     c = open_stream(srv.port)
-    time.sleep(0.2)  # the generator is now inside its waiting loop
+    assert waiting.wait(5), "the generator never reached its waiting loop"
     t_close = time.monotonic()
     c.close()
     assert probe.wait_finally(5) - t_close < BUDGET
@@ -169,10 +176,12 @@ def test_request_body_is_still_readable_by_the_endpoint(server) -> None:
 
 
 def test_reading_the_empty_body_late_neither_hangs_nor_loses_it(server) -> None:
+    taken = threading.Event()  # the server's http.request message was received (by the guard)
+
     async def endpoint(request: Request):
         async def gen():
             yield "first"
-            await anyio.sleep(0.2)  # meanwhile the guard has read the (empty) request body
+            await wait_for_async(taken.is_set, message="the guard never read the request body")
             body = await request.body()
             yield f"body={body!r}"
 
@@ -180,7 +189,17 @@ def test_reading_the_empty_body_late_neither_hangs_nor_loses_it(server) -> None:
 
     app = Starlette(routes=[Route("/", endpoint)])
     app.add_middleware(StreamMiddleware)
-    srv = server(app)
+
+    async def server_side(scope, receive, send):
+        async def receive_():
+            message = await receive()
+            if message["type"] == "http.request":
+                taken.set()
+            return message
+
+        await app(scope, receive_, send)
+
+    srv = server(server_side)
     with H1Client("127.0.0.1", srv.port, timeout=5) as c:
         r = c.fetch("GET", "/")
     assert r.body == b"firstbody=b''"
@@ -208,11 +227,11 @@ def test_on_cancel_hook_and_token_cancel_from_another_thread(server, probe) -> N
     srv = server(app)
     with H1Client("127.0.0.1", srv.port) as c:
         c.request("GET", "/", [("accept", "text/event-stream")])
-        t = threading.Timer(0.3, lambda: tokens[0].cancel())
-        t.start()
-        response = None
+        response, canceller = None, threading.Thread(target=lambda: tokens[0].cancel())
         for item in c.stream():
             response = item if hasattr(item, "status") else response
+            if hasattr(item, "data") and canceller.ident is None:
+                canceller.start()  # under way: cancel it from another thread
         assert response.complete  # the application's cancel ends the body cleanly
     probe.wait_finally(5)
     assert cancelled and cancelled[0].cancel_reason is CancelReason.APPLICATION
@@ -267,22 +286,26 @@ def test_generator_blocking_the_loop_is_reported_and_does_not_starve_others(serv
     caplog.set_level(logging.WARNING, logger="asgi_stream")
     p = open_stream(srv.port, "/polite")
     b = open_stream(srv.port, "/blocking")
-    time.sleep(1.0)  # the watchdog notices the blocked loop
+    wait_for(lambda: _blocked_warnings(caplog), message="no warning about the blocking generator")
     t_close = time.monotonic()
     p.close()
     assert other_done.wait(5)
     # Between two blocking steps, the polite stream's disconnect is handled.
     assert other[0] - t_close < 0.15 * 2 + BUDGET
     b.close()
-    messages = [r.getMessage() for r in caplog.records if "blocked the event loop" in r.getMessage()]
-    assert messages, "no warning about the blocking generator"
+    messages = _blocked_warnings(caplog)
     assert "blocking" in messages[0] and "test_cancel.py" in messages[0]
+
+
+def _blocked_warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "blocked the event loop" in r.getMessage()]
 
 
 def test_thousand_cancelled_streams_leak_nothing(server) -> None:
     import psutil
 
     started = []
+    ended = []
 
     async def agen():
         yield "first"
@@ -300,7 +323,7 @@ def test_thousand_cancelled_streams_leak_nothing(server) -> None:
         return TokenStream(agen())
 
     app = Starlette(routes=[Route("/", endpoint)])
-    app.add_middleware(StreamMiddleware)
+    app.add_middleware(StreamMiddleware, on_end=ended.append)
     srv = server(app)
 
     def server_tasks() -> int:
@@ -315,7 +338,7 @@ def test_thousand_cancelled_streams_leak_nothing(server) -> None:
             c.abort()
 
     one_round(50, False)  # warm up allocations
-    time.sleep(0.5)
+    wait_for(lambda: len(ended) == 50, message=lambda: f"{len(ended)} of the 50 warm-up streams ended")
     gc.collect()
     rss0 = psutil.Process().memory_info().rss
     tasks0 = server_tasks()
