@@ -19,6 +19,7 @@ from asgi_stream import Outcome, StreamMiddleware, TokenStream, current_stream
 from conformance.clients import H1Client
 from conformance.sse import parse_sse as parse
 
+from .support.layers import Ends
 from .support.waiting import wait_for
 
 
@@ -162,13 +163,13 @@ def test_mounted_app_with_its_own_middleware_inside_an_app_with_one(server) -> N
     inner_app.add_middleware(StreamMiddleware, default_format="sse", on_end=records_inner.append)
     outer = Starlette(routes=[Mount("/sub", app=inner_app)])
     outer.add_middleware(StreamMiddleware, on_end=records_outer.append)
-    srv = server(outer)
+    ends = Ends(outer)
+    srv = server(ends)
     with H1Client("127.0.0.1", srv.port) as c:
         r = c.fetch("GET", "/sub/gen")
     assert [e.data for e in parse(r.body).events] == ["tok0 ", "tok1 ", "tok2 "]
     assert len(r.chunks) == 3
-    wait_for(lambda: records_inner)
-    time.sleep(0.1)  # give a second (wrong) layer the time to report too
+    wait_for(lambda: ends.ended)  # over for the server: every layer has reported by now
     assert len(records_inner) == 1 and not records_outer  # exactly one layer handled it
     assert records_inner[0].path == "/sub/gen"
 

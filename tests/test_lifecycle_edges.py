@@ -25,6 +25,7 @@ from asgi_stream import (
 )
 from conformance.clients import H1Client
 
+from .support.layers import Ends
 from .support.waiting import wait_for
 
 KINDS = ["async", "sync", "coalesce", "channel"]
@@ -94,12 +95,13 @@ def _app(kind: str, seen: Seen, *, delay: float) -> Starlette:
 @pytest.mark.parametrize("kind", KINDS)
 def test_client_that_leaves_before_the_endpoint_returns_ends_the_stream_once(server, kind, how, http) -> None:
     seen = Seen()
-    srv = server(_app(kind, seen, delay=0.2), http=http)
+    ends = Ends(_app(kind, seen, delay=0.2))
+    srv = server(ends, http=http)
     c = H1Client("127.0.0.1", srv.port)
     c.request("GET", "/", [("accept", "text/event-stream")])
     getattr(c, how)()  # FIN or RST while the endpoint is still awaiting
-    wait_for(lambda: seen.finally_ran and seen.records, timeout=10)
-    time.sleep(0.3)  # room for a second (wrong) end to show up
+    # Over for the server: a second (wrong) end would have shown up by then.
+    wait_for(lambda: seen.finally_ran and seen.records and ends.ended, timeout=10)
     assert seen.finally_ran == 1
     assert len(seen.records) == 1, [r.outcome for r in seen.records]
     record = seen.records[0]

@@ -19,6 +19,7 @@ from starlette.routing import Route
 from asgi_stream import StreamMiddleware
 from conformance.clients.h1 import H1Client
 
+from .support.layers import Ends
 from .support.waiting import wait_for
 
 
@@ -62,7 +63,8 @@ def test_a_stream_left_suspended_is_closed_when_the_app_returns(server, kind: st
     app = Starlette(routes=[Route("/", endpoint)])
     if line:
         app.add_middleware(StreamMiddleware)
-    srv = server(app)
+    ends = Ends(app)
+    srv = server(ends)
     client = H1Client("127.0.0.1", srv.port, timeout=10.0)
     client.request("GET", "/")
     client.read_head(deadline=time.monotonic() + 10)
@@ -71,5 +73,7 @@ def test_a_stream_left_suspended_is_closed_when_the_app_returns(server, kind: st
     if line:
         wait_for(closed.is_set, timeout=5)
     elif kind == "sync":
-        time.sleep(1.0)  # the scenario: give it time, it still is not closed
+        # The application has returned (its thread-pool step awaited to its end): the
+        # iterator is left suspended; only the collector (off here) would close it.
+        wait_for(lambda: ends.ended, timeout=5)
         assert not closed.is_set(), "without the line the sync iterator waits for the collector"

@@ -12,6 +12,10 @@ from asgi_stream import StreamMiddleware
 from conformance.clients.h1 import H1Client
 from tests.peers.allowlist import DEFECTS
 
+from ..support.layers import Ends
+
+__all__ = ["BUDGET", "Ends", "add_line", "defect", "frozen_client", "open_stream", "variants"]
+
 #: Seconds a condition that holds without the line within ~1 s gets on a loaded machine.
 BUDGET = 8.0
 
@@ -33,28 +37,6 @@ def add_line(app: Any, line: bool, **options: Any) -> Any:
     if line:
         app.add_middleware(StreamMiddleware, **options)
     return app
-
-
-class Ends:
-    """The outermost layer: what the server sees of each HTTP request (when the
-    application call returned, and what it raised)."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        self.ended: list[float] = []
-        self.raised: list[BaseException] = []
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        try:
-            await self.app(scope, receive, send)
-        except BaseException as exc:
-            self.raised.append(exc)
-            raise
-        finally:
-            self.ended.append(time.monotonic())
 
 
 def frozen_client(port: int, path: str) -> H1Client:
