@@ -22,11 +22,13 @@ from .support.waiting import wait_for
 N = 30
 
 
-def make_app(records=None, *, interval=0.03, grace=5.0, store=None, finals=None):
+def make_app(records=None, *, interval=0.03, grace=5.0, store=None, finals=None, produced=None):
     async def endpoint(request):
         async def gen():
             try:
                 for i in range(N):
+                    if produced is not None:
+                        produced.append(i)
                     yield f"t{i} "
                     await anyio.sleep(interval)
             finally:
@@ -61,6 +63,13 @@ def read_events(c: H1Client, limit: int | None = None):
 EXPECTED = [f"t{i} " for i in range(N)] + ["[DONE]"]
 
 
+def _wait_detached(store: MemoryStore, response) -> None:
+    """Until the server has seen the client leave: its consumer is detached from the
+    stream (the generator runs on, for nobody, its grace period running)."""
+    readers = store._streams[response.header_map["x-stream-id"]].readers
+    wait_for(lambda: not readers, message="the server never saw the client leave")
+
+
 def test_every_event_has_an_id_and_the_stream_id_header(server) -> None:
     srv = server(make_app(interval=0))
     with H1Client("127.0.0.1", srv.port) as c:
@@ -73,12 +82,16 @@ def test_every_event_has_an_id_and_the_stream_id_header(server) -> None:
 
 @pytest.mark.parametrize("via", ["header", "query"])
 def test_resume_after_a_dropped_connection_is_exactly_once(server, via) -> None:
-    srv = server(make_app())
+    produced: list[int] = []
+    store = MemoryStore()
+    srv = server(make_app(produced=produced, store=store))
     c = H1Client("127.0.0.1", srv.port)
     c.request("GET", "/chat", [("accept", "text/event-stream")])
     response, first = read_events(c, limit=7)
     c.abort()
-    time.sleep(0.2)  # the generator keeps running while nobody listens
+    _wait_detached(store, response)
+    left = len(produced)
+    wait_for(lambda: len(produced) >= min(left + 3, N))  # the generator keeps running while nobody listens
     cursor = first.events[-1].last_event_id
     with H1Client("127.0.0.1", srv.port) as c2:
         if via == "header":
@@ -188,12 +201,13 @@ def test_abandoned_stream_is_cancelled_after_the_grace_period(server) -> None:
 
 def test_a_returning_client_keeps_the_generator_alive(server) -> None:
     records, finals = [], []
-    srv = server(make_app(records, interval=0.05, grace=0.5, finals=finals))
+    store = MemoryStore()
+    srv = server(make_app(records, interval=0.05, grace=0.5, finals=finals, store=store))
     c = H1Client("127.0.0.1", srv.port)
     c.request("GET", "/chat", [("accept", "text/event-stream")])
-    _, first = read_events(c, limit=3)
+    response, first = read_events(c, limit=3)
     c.abort()
-    time.sleep(0.3)  # shorter than the grace
+    _wait_detached(store, response)  # its grace runs from now
     with H1Client("127.0.0.1", srv.port) as c2:
         c2.request("GET", "/chat", [("last-event-id", first.events[-1].last_event_id)])
         _, rest = read_events(c2)
