@@ -13,6 +13,9 @@ from asgi_stream import StreamMiddleware, TokenStream
 from conformance.clients import H1Client, H1Response
 from conformance.sse import SSEParser as SpecParser
 
+from .support.layers import Sends
+from .support.waiting import wait_for
+
 KEEPALIVE = 0.15
 
 
@@ -142,11 +145,12 @@ def test_guard_does_not_spin_while_a_send_is_blocked(server) -> None:
 
         return TokenStream(gen(), format="sse", keepalive=0.05, send_timeout=3.0)
 
-    srv = server(app_with(endpoint))
+    sends = Sends(app_with(endpoint))
+    srv = server(sends)
     c = H1Client("127.0.0.1", srv.port, rcvbuf=4096)
     c.request("GET", "/")  # and never read: the server's sends block
     try:
-        time.sleep(0.5)
+        wait_for(sends.blocked, message="the server's sends never blocked")
         assert _cpu_during(1.0) < 0.3  # an idle wait, not a busy loop
     finally:
         c.abort()
@@ -164,10 +168,8 @@ def test_guard_does_not_spin_when_a_keepalive_cannot_be_written(server) -> None:
     srv = server(app_with(endpoint, keepalive=0.05))
     with H1Client("127.0.0.1", srv.port) as c:
         c.request("GET", "/")
-        time.sleep(0.3)
+        c.read_chunks(1, deadline=time.monotonic() + 10)  # "data: partial": the stream is mid-line
         cpu = _cpu_during(0.8)
-        r = None
-        for item in c.stream():
-            r = item if hasattr(item, "status") else r
+        r = c.read_response(deadline=time.monotonic() + 10)
     assert cpu < 0.3
     assert r.body == b"data: partial line\n\n"

@@ -15,6 +15,9 @@ from asgi_stream import Event, StreamMiddleware, TokenStream
 from conformance.clients import H1Client
 from conformance.sse import parse_sse as parse
 
+from .support.layers import Ends
+from .support.waiting import wait_for
+
 TOKENS = ["Hel", "lo", " wör", "ld", " 😀", "\nnext line"]
 
 
@@ -151,13 +154,14 @@ def test_connection_specific_and_length_headers_never_sent(server) -> None:
 
 
 def test_head_sends_headers_only_and_never_starts_the_generator(server, probe) -> None:
-    srv = server(make_app(probe))
+    ends = Ends(make_app(probe))
+    srv = server(ends)
     with H1Client("127.0.0.1", srv.port) as c:
         r = c.fetch("HEAD", "/tokens", [("accept", "text/event-stream")])
     assert r.status == 200
     assert r.header_map["content-type"].startswith("text/event-stream")
     assert r.body == b""
-    time.sleep(0.2)
+    wait_for(lambda: ends.ended)  # over for the server
     assert probe.started is None
 
 

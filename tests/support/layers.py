@@ -26,3 +26,28 @@ class Ends:
             raise
         finally:
             self.ended.append(time.monotonic())
+
+
+class Sends:
+    """The outermost layer: the server's ``send()`` calls, to see one blocked (the
+    client stopped reading and the buffers are full)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        #: When the send in flight began (None between sends).
+        self.since: float | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        async def watched(message: Any) -> None:
+            self.since = time.monotonic()
+            try:
+                await send(message)
+            finally:
+                self.since = None
+
+        await self.app(scope, receive, watched if scope["type"] == "http" else send)
+
+    def blocked(self, for_at_least: float = 0.2) -> bool:
+        """A send has been in flight for ``for_at_least`` seconds."""
+        since = self.since
+        return since is not None and time.monotonic() - since >= for_at_least
