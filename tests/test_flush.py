@@ -14,6 +14,8 @@ from asgi_stream import Coalesce, Outcome, SendTimeoutError, StreamMiddleware, T
 from conformance.clients import H1Client, H1Response
 from conformance.sse import parse_sse as parse
 
+from .support.waiting import wait_for
+
 INTERVAL = 0.1
 
 
@@ -139,9 +141,9 @@ def test_slow_reader_backpressure_reaches_the_generator_and_send_timeout_ends_it
         produced = len(probe.produced)
         # Bounded: socket buffers plus the server's write buffer, never "as fast as possible".
         assert produced * len(token) < 8 * 1024 * 1024, f"{produced} tokens buffered for a stalled reader"
-        time.sleep(0.2)
+        wait_for(lambda: records, message="no stream record")  # the record closes after the generator
         assert len(probe.produced) == produced  # nothing more was pulled after the cancel
-        assert records and records[0].outcome is Outcome.TIMED_OUT
+        assert records[0].outcome is Outcome.TIMED_OUT
         assert isinstance(records[0].error, SendTimeoutError)
     finally:
         c.abort()
@@ -182,13 +184,14 @@ def test_channel_merges_what_a_slow_client_missed_and_stays_bounded(server) -> N
 
 def test_channel_overflow_ends_the_stream_and_stops_the_producer(server) -> None:
     stopped = threading.Event()
+    under_way = threading.Event()  # the first line reached the server
 
     async def endpoint(request):
         channel = TokenChannel(max_buffer=64 * 1024)
 
         def produce():
             channel.put("first")
-            time.sleep(0.3)  # the stream is under way: the overflow fails it in band
+            assert under_way.wait(10)  # the stream is under way: the overflow fails it in band
             while channel.put("z" * 1024):
                 pass
             stopped.set()
@@ -198,11 +201,19 @@ def test_channel_overflow_ends_the_stream_and_stops_the_producer(server) -> None
 
     app = Starlette(routes=[Route("/", endpoint)])
     app.add_middleware(StreamMiddleware)
-    srv = server(app)
+
+    async def server_side(scope, receive, send):
+        async def send_(message):
+            await send(message)
+            if message["type"] == "http.response.body" and message.get("body"):
+                under_way.set()
+
+        await app(scope, receive, send_ if scope["type"] == "http" else send)
+
+    srv = server(server_side)
     c = H1Client("127.0.0.1", srv.port, rcvbuf=4096)
     c.request("GET", "/")
     assert stopped.wait(10), "the producer was never told to stop"
-    time.sleep(0.3)
     r = None
     for item in c.stream():
         r = item if isinstance(item, H1Response) else r
