@@ -5,7 +5,6 @@ tasks they had before, and the generators' finally blocks ran."""
 from __future__ import annotations
 
 import asyncio
-import time
 
 import anyio
 from starlette.applications import Starlette
@@ -20,7 +19,7 @@ from .helpers import read
 SSE = [("accept", "text/event-stream")]
 
 
-def make_app(redis_url: str, prefix: str, finals: list[str]) -> Starlette:
+def make_app(redis_url: str, prefix: str, finals: list[str], records: list | None = None) -> Starlette:
     async def endpoint(request):
         async def gen():
             try:
@@ -37,6 +36,7 @@ def make_app(redis_url: str, prefix: str, finals: list[str]) -> Starlette:
         StreamMiddleware,
         resume_store=RedisStore(redis_url, key_prefix=prefix, heartbeat=0.2, flush_interval=0.01),
         resume_grace=0.5,
+        on_end=records.append if records is not None else None,
     )
     return app
 
@@ -52,11 +52,12 @@ async def _count() -> int:
 
 def test_no_task_outlives_its_streams(server, redis_server, key_prefix) -> None:
     finals: list[str] = []
-    a = server(make_app(redis_server.url, key_prefix, finals))
-    b = server(make_app(redis_server.url, key_prefix, finals))
+    records: list = []
+    a = server(make_app(redis_server.url, key_prefix, finals, records))
+    b = server(make_app(redis_server.url, key_prefix, finals, records))
     read(a.port, "/chat", SSE)  # warm-up: connections to Redis exist from here on
     read(b.port, "/chat", SSE)
-    time.sleep(0.3)
+    wait_for(lambda: len(records) == 2, 10, message="the warm-up streams' records")  # their last act
     base_a, base_b = tasks(a), tasks(b)
 
     for _ in range(3):
