@@ -17,6 +17,7 @@ from asgi_stream.resume import Limits, MemoryStore, StreamMeta
 from conformance.clients import H1Client
 
 from ..support.sse import sse_data
+from ..support.waiting import wait_for_async
 from .asgi import call, http_scope
 
 META = StreamMeta("sse", "text/event-stream", "text/event-stream", "GET", "/chat")
@@ -112,9 +113,7 @@ def test_a_stream_nobody_reads_trims_and_finishes_and_a_late_resume_gets_410() -
     async def main() -> None:
         first = await call(app, http_scope(headers=[(b"accept", b"text/event-stream")]), limit=1)
         sid = first.headers[b"x-stream-id"].decode()
-        with anyio.fail_after(10):
-            while not records:
-                await anyio.sleep(0.01)
+        await wait_for_async(lambda: records, message="the stream's record")
         gap = await call(app, http_scope(headers=[(b"last-event-id", f"{sid}.1".encode())]))
         assert gap.status == 410 and json.loads(gap.body)["error"]["type"] == "resume_gap"
         tail = await call(app, http_scope(headers=[(b"last-event-id", f"{sid}.97".encode())]))

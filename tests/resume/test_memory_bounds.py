@@ -21,7 +21,7 @@ import pytest
 
 from asgi_stream.resume import Limits, MemoryStore, StreamMeta
 
-from ..support.waiting import wait_for_async
+from ..support.waiting import wait_for, wait_for_async
 
 META = StreamMeta("sse", "text/event-stream", "text/event-stream", "GET", "/chat")
 
@@ -110,7 +110,7 @@ def test_streams_expire_on_a_timer_with_one_task_per_store_that_ends_when_the_st
         # stream finishing meanwhile wakes the timer early.
         w = await store.open(sid(99), META)
         assert len(sweepers()) == 1
-        await anyio.sleep(0.05)
+        await anyio.wait_all_tasks_blocked()  # the timer sleeps towards the far TTL
         await w.finish("completed")
         await wait_for_async(lambda: store.streams == 0)
 
@@ -143,7 +143,6 @@ def test_aclose_stops_the_timer_and_a_loop_that_ends_takes_it_along(backend: str
 
 
 def test_the_timer_runs_in_a_real_server_and_ends_with_it() -> None:
-    import time
 
     from starlette.applications import Starlette
     from starlette.routing import Route
@@ -163,10 +162,7 @@ def test_the_timer_runs_in_a_real_server_and_ends_with_it() -> None:
     with serve(app, "uvicorn") as srv:
         with H1Client("127.0.0.1", srv.port) as c:
             assert c.fetch("GET", "/chat").status == 200  # finished: expires in 0.1 s
-        end = time.monotonic() + 10
-        while store.streams and time.monotonic() < end:
-            time.sleep(0.02)
-        assert store.streams == 0, "the finished stream was not expired by the timer"
+        wait_for(lambda: store.streams == 0, message="the finished stream was not expired by the timer")
         with H1Client("127.0.0.1", srv.port) as c:  # one more, still kept when the server stops
             assert c.fetch("GET", "/chat").status == 200
         assert store.streams == 1
