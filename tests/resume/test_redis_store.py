@@ -5,6 +5,7 @@ consumer heartbeats, and Redis going away."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import anyio
 import pytest
@@ -12,6 +13,8 @@ import redis
 
 from asgi_stream.resume import Limits, ResumeGap, StoreUnavailable, StreamMeta, StreamNotFound
 from asgi_stream.resume.redis import RedisStore
+
+from ..support.waiting import wait_for_async
 
 META = StreamMeta("sse", "text/event-stream", "text/event-stream; charset=utf-8", "GET", "/chat")
 SID = "S" * 15
@@ -23,6 +26,25 @@ def ev(i: int) -> bytes:
 
 def sid(n: int = 0) -> str:
     return f"{SID}{n}"
+
+
+def in_redis(url: str, key_prefix: str, stream_id: str, seq: int) -> Callable[[], bool]:
+    """Redis holds the stream's events up to ``seq``: the writer has flushed them."""
+    client = redis.Redis.from_url(url)
+    key = f"{key_prefix}{{{stream_id}}}:e"
+
+    def flushed() -> bool:
+        last = client.xrevrange(key, count=1)
+        return bool(last) and int(last[0][0].split(b"-")[0]) >= seq
+
+    return flushed
+
+
+def attached(url: str, key_prefix: str, stream_id: str) -> Callable[[], bool]:
+    """A consumer on some worker has announced itself in Redis (its heartbeat key)."""
+    client = redis.Redis.from_url(url)
+    key = f"{key_prefix}{{{stream_id}}}:c"
+    return lambda: bool(client.exists(key))
 
 
 async def collect(store: RedisStore, stream_id: str, after: int, limit: float = 10.0) -> list[tuple[int, bytes]]:
@@ -43,7 +65,7 @@ def test_another_worker_replays_then_tails_exactly_once(redis_server, key_prefix
             tg.start_soon(writer.run)
             for i in range(1, 11):
                 writer.append(i, ev(i))
-            await anyio.sleep(0.2)  # flushed: the other worker replays these first
+            await wait_for_async(in_redis(redis_server.url, key_prefix, sid(), 10))  # the other replays these first
 
             assert await other.meta(sid()) == META
 
@@ -172,14 +194,13 @@ def test_ttls_running_then_finished_then_gone(redis_server, settled) -> None:
             writer = await producer.open(sid(), META)
             tg.start_soon(writer.run)
             writer.append(1, ev(1))
-            await anyio.sleep(0.3)
+            await wait_for_async(in_redis(redis_server.url, key_prefix, sid(), 1))
             assert 50_000 < client.pttl(meta_key) <= 60_000
             assert 50_000 < client.pttl(events_key) <= 60_000
             await writer.finish("completed")
         assert 0 < client.pttl(meta_key) <= 1000 and 0 < client.pttl(events_key) <= 1000
         assert client.hget(meta_key, "state") == b"done"
-        await anyio.sleep(1.3)
-        assert not client.exists(meta_key, events_key)
+        await wait_for_async(lambda: not client.exists(meta_key, events_key), message="the keys outlived their TTL")
         assert await other.meta(sid()) is None
         with pytest.raises(StreamNotFound):
             await collect(other, sid(), 0)
@@ -198,7 +219,7 @@ def test_a_stream_evicted_from_the_producers_memory_goes_on_in_redis(redis_serve
             tg.start_soon(writer.run)
             for i in range(1, 11):
                 writer.append(i, ev(i))
-            await anyio.sleep(0.2)  # in Redis
+            await wait_for_async(in_redis(redis_server.url, key_prefix, sid(1), 10))
             await producer.open(sid(2), META)  # evicts the running stream from memory
             assert not producer.local.holds(sid(1))
             for i in range(11, 21):
@@ -266,7 +287,7 @@ def test_a_consumer_on_another_worker_keeps_the_producer_alive(redis_server, key
         async with anyio.create_task_group() as tg:
             tg.start_soon(writer.run)
             tg.start_soon(remote_consumer)
-            await anyio.sleep(0.1)
+            await wait_for_async(attached(redis_server.url, key_prefix, sid()))
             tg.start_soon(watch)
             for i in range(1, 100):
                 writer.append(i, ev(i))
@@ -308,7 +329,7 @@ def test_a_restarted_redis_gets_the_kept_window_again(own_redis, key_prefix) -> 
             tg.start_soon(writer.run)
             for i in range(1, 11):
                 writer.append(i, ev(i))
-            await anyio.sleep(0.2)
+            await wait_for_async(in_redis(own_redis.url, key_prefix, sid(), 10))
             await anyio.to_thread.run_sync(own_redis.kill)
             for i in range(11, 21):  # produced while Redis is gone
                 writer.append(i, ev(i))
@@ -322,7 +343,7 @@ def test_a_restarted_redis_gets_the_kept_window_again(own_redis, key_prefix) -> 
                 got.extend(await collect(other, sid(), 4))
 
             tg.start_soon(consume)
-            await anyio.sleep(0.3)
+            await wait_for_async(attached(own_redis.url, key_prefix, sid()))  # tailing live
             await writer.finish("completed")
         assert got == [(i, ev(i)) for i in range(5, 31)]
         await producer.aclose()
@@ -342,14 +363,17 @@ def test_a_restart_between_two_round_trips_is_noticed(own_redis, key_prefix) -> 
             tg.start_soon(writer.run)
             for i in range(1, 11):
                 writer.append(i, ev(i))
-            await anyio.sleep(0.3)
+            await wait_for_async(in_redis(own_redis.url, key_prefix, sid(), 10))
             await anyio.to_thread.run_sync(own_redis.kill)
             await anyio.to_thread.run_sync(own_redis.start)
             for i in range(11, 21):
                 writer.append(i, ev(i))
                 await anyio.sleep(0.01)
             await writer.finish("completed")
-            await anyio.sleep(0.5)
+            ended = redis.Redis.from_url(own_redis.url)
+            await wait_for_async(  # copied again, end included
+                lambda: ended.hget(f"{key_prefix}{{{sid()}}}:m", "state") == b"done", message="never copied again"
+            )
         assert await other.meta(sid()) == META
         assert await collect(other, sid(), 0) == [(i, ev(i)) for i in range(1, 21)]
         await producer.aclose()
@@ -372,7 +396,7 @@ def test_a_redis_that_forgot_the_stream_gets_it_again(redis_server, key_prefix, 
             tg.start_soon(writer.run)
             for i in range(1, 11):
                 writer.append(i, ev(i))
-            await anyio.sleep(0.3)
+            await wait_for_async(in_redis(redis_server.url, key_prefix, sid(), 10))
             for key in client.scan_iter(match=f"{key_prefix}*"):
                 client.delete(key)
             if when == "running":
@@ -415,7 +439,7 @@ def test_an_unreachable_redis_is_a_prompt_store_unavailable(own_redis, key_prefi
                 assert await collect(store, sid(1), 0) == [(1, ev(1))]
         finally:
             await anyio.to_thread.run_sync(own_redis.resume)
-        await anyio.sleep(2.1)  # past the back-off
+        await wait_for_async(lambda: store.available, message="still backing off")
         # Reachable again: for recovery_window an unknown stream may be one not copied
         # back yet (a retry), then it is unknown.
         with anyio.fail_after(store.recovery_window + 5):
