@@ -13,6 +13,8 @@ from starlette.routing import Route
 from asgi_stream import CancelReason, StreamMiddleware, TokenStream
 from conformance.clients import H1Client
 
+from .support.waiting import wait_for_async
+
 
 def test_send_raising_oserror_counts_as_a_disconnect() -> None:
     """ASGI 2.4: send() raises OSError after the client left; receive() may never tell."""
@@ -103,9 +105,7 @@ def test_generator_is_closed_even_when_the_servers_send_cannot_be_cancelled() ->
             scope = {"type": "http", "method": "GET", "path": "/", "headers": [], "query_string": b""}
             tg.start_soon(app, scope, receive, send)
             t0 = time.monotonic()
-            with anyio.fail_after(5):
-                while not closed:
-                    await anyio.sleep(0.01)
+            await wait_for_async(lambda: closed, 5, message="the generator was never closed")
             assert closed[0] - t0 < 0.3 + 1.0
             unblock.set()  # the client finally goes away
 

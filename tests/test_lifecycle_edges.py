@@ -26,7 +26,7 @@ from asgi_stream import (
 from conformance.clients import H1Client
 
 from .support.layers import Ends
-from .support.waiting import wait_for
+from .support.waiting import wait_for, wait_for_async
 
 KINDS = ["async", "sync", "coalesce", "channel"]
 
@@ -171,9 +171,9 @@ def test_cancel_while_a_send_is_blocked_ends_the_body_cleanly(flush: str, backen
             await peer.blocked.wait()
             t0 = anyio.current_time()
             stream[0].cancel_token.cancel()  # the application (or a shutdown) cancels
-            with anyio.fail_after(5):
-                while not (peer.messages and peer.messages[-1].get("more_body") is False):
-                    await anyio.sleep(0.005)
+            await wait_for_async(
+                lambda: peer.messages and peer.messages[-1].get("more_body") is False, 5, interval=0.005
+            )
             return anyio.current_time() - t0
 
     took = anyio.run(main, backend=backend)
