@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import anyio
@@ -50,6 +51,19 @@ def test_long_prefill_gets_headers_and_comments_before_the_first_token(server) -
     assert [e.data for e in parser.events] == ["first"]
 
 
+KEEPALIVE_BODY = b": keepalive\n\n"
+
+
+def _only_after_idle(sends: Sends) -> list[bytes]:
+    """The bodies in order, after checking that each keepalive came at least KEEPALIVE
+    after the send before it (an idle timer restarted by every send: a loaded machine
+    may stall the generator past it, the line never sends one sooner)."""
+    for (t_before, _), (t, body) in itertools.pairwise(sends.bodies):
+        if body == KEEPALIVE_BODY:
+            assert t - t_before >= KEEPALIVE - 0.01, f"a keepalive {t - t_before:.3f} s after the send before it"
+    return [body for _, body in sends.bodies]
+
+
 def test_no_keepalive_while_tokens_flow(server) -> None:
     async def endpoint(request):
         async def gen():
@@ -59,9 +73,12 @@ def test_no_keepalive_while_tokens_flow(server) -> None:
 
         return TokenStream(gen())
 
-    r = collect(server(app_with(endpoint)).port)
-    assert b"keepalive" not in r.body
-    assert len(r.chunks) == 20
+    sends = Sends(app_with(endpoint))
+    r = collect(server(sends).port)
+    bodies = _only_after_idle(sends)  # none while tokens flow faster than the interval
+    data = [body for body in bodies if body != KEEPALIVE_BODY]
+    assert data == [f"data: t{i}\n\n".encode() for i in range(20)]
+    assert r.body == b"".join(bodies)
 
 
 def test_keepalive_resumes_after_tokens_stop_and_restarts_on_each_send(server) -> None:
@@ -75,12 +92,14 @@ def test_keepalive_resumes_after_tokens_stop_and_restarts_on_each_send(server) -
 
         return TokenStream(gen())
 
-    r = collect(server(app_with(endpoint)).port)
-    kinds = [c.data for c in r.chunks]
+    sends = Sends(app_with(endpoint))
+    r = collect(server(sends).port)
+    kinds = _only_after_idle(sends)  # restarted on each send: none 0.1 s after "b", unless it stalled
+    assert r.body == b"".join(kinds)
     assert kinds[0] == b"data: a\n\n"
-    assert kinds.count(b": keepalive\n\n") >= 2
     i_b = kinds.index(b"data: b\n\n")
-    assert kinds[i_b + 1] == b"data: c\n\n"  # 0.1 s < keepalive: nothing in between
+    assert kinds[1:i_b].count(KEEPALIVE_BODY) >= 2 and set(kinds[1:i_b]) == {KEEPALIVE_BODY}
+    assert [k for k in kinds[i_b:] if k != KEEPALIVE_BODY] == [b"data: b\n\n", b"data: c\n\n"]
 
 
 def test_ndjson_and_text_send_no_keepalive_bytes(server) -> None:

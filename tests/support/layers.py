@@ -30,16 +30,20 @@ class Ends:
 
 class Sends:
     """The outermost layer: the server's ``send()`` calls, to see one blocked (the
-    client stopped reading and the buffers are full)."""
+    client stopped reading and the buffers are full) and when each body was sent."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
         #: When the send in flight began (None between sends).
         self.since: float | None = None
+        #: Each non-empty body the server was given, with when its send() began.
+        self.bodies: list[tuple[float, bytes]] = []
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         async def watched(message: Any) -> None:
             self.since = time.monotonic()
+            if message["type"] == "http.response.body" and message.get("body"):
+                self.bodies.append((self.since, bytes(message["body"])))
             try:
                 await send(message)
             finally:
