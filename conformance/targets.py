@@ -286,7 +286,7 @@ def _child_env(extra: dict[str, str] | None) -> dict[str, str]:
     return env
 
 
-def wait_ready(proc: ServerProcess, endpoint: Endpoint, path: str, timeout: float = 20.0) -> None:
+def wait_ready(proc: ServerProcess, endpoint: Endpoint, path: str, timeout: float = 60.0) -> None:
     """Poll ``path`` over HTTP/1.1 until it answers (any status), or raise TargetFailed."""
     deadline = time.monotonic() + timeout
     last = ""
@@ -500,17 +500,27 @@ def start_nginx(workdir: Path, upstream: Endpoint, *, name: str = "nginx") -> tu
 
 
 # ---------------------------------------------------------------- targets
+def _ready_or_stopped(proc: ServerProcess, endpoint: Endpoint) -> None:
+    """Wait until the server answers; if it never does, stop it (a server still starting
+    would otherwise run on, unowned, eating the CPU the next cases are timed on)."""
+    try:
+        wait_ready(proc, endpoint, "/_hooks/streams?label=-")
+    except BaseException:
+        proc.stop()
+        raise
+
+
 def _uvicorn_target(workdir: Path, app: str, env: dict[str, str] | None) -> Target:
     proc, ep = start_uvicorn(workdir, app, env=env)
     t = Target("h1-uvicorn", "h1", ep, "uvicorn (h11, asyncio)", hooks=ep, processes=[proc], workdir=workdir)
-    wait_ready(proc, ep, "/_hooks/streams?label=-")
+    _ready_or_stopped(proc, ep)
     return t
 
 
 def _hypercorn_h1(workdir: Path, app: str, env: dict[str, str] | None) -> Target:
     proc, ep = start_hypercorn(workdir, app, env=env)
     t = Target("h1-hypercorn", "h1", ep, "hypercorn (asyncio)", hooks=ep, processes=[proc], workdir=workdir)
-    wait_ready(proc, ep, "/_hooks/streams?label=-")
+    _ready_or_stopped(proc, ep)
     return t
 
 
@@ -525,7 +535,7 @@ def _hypercorn_h2c(workdir: Path, app: str, env: dict[str, str] | None) -> Targe
         processes=[proc],
         workdir=workdir,
     )
-    wait_ready(proc, ep, "/_hooks/streams?label=-")
+    _ready_or_stopped(proc, ep)
     return t
 
 
@@ -533,7 +543,7 @@ def _hypercorn_tls(workdir: Path, app: str, env: dict[str, str] | None) -> Targe
     certs = make_certs(workdir)
     proc, ep = start_hypercorn(workdir, app, certs=certs, name="hypercorn-tls", env=env)
     t = Target("h2-tls", "h2", ep, "hypercorn (asyncio), TLS + ALPN h2", hooks=ep, processes=[proc], workdir=workdir)
-    wait_ready(proc, ep, "/_hooks/streams?label=-")
+    _ready_or_stopped(proc, ep)
     return t
 
 
@@ -551,14 +561,14 @@ def _hypercorn_h3(workdir: Path, app: str, env: dict[str, str] | None) -> Target
         processes=[proc],
         workdir=workdir,
     )
-    wait_ready(proc, ep, "/_hooks/streams?label=-")
+    _ready_or_stopped(proc, ep)
     return t
 
 
 def _hypercorn_trio(workdir: Path, app: str, env: dict[str, str] | None) -> Target:
     proc, ep = start_hypercorn(workdir, app, worker="trio", name="hypercorn-trio", env=env)
     t = Target("h1-hypercorn-trio", "h1", ep, "hypercorn (trio worker)", hooks=ep, processes=[proc], workdir=workdir)
-    wait_ready(proc, ep, "/_hooks/streams?label=-")
+    _ready_or_stopped(proc, ep)
     return t
 
 
